@@ -1,0 +1,57 @@
+"""The one renderer: a typed report becomes a rich view for people or JSON for scripts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+from vvctl.cli.console import make_console
+from vvctl.cli.state import CliState
+from vvctl.core.timeutil import rfc3339
+
+JSON_SCHEMA_VERSION = 1
+
+R = TypeVar("R")
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def json_document(report: Any, kind: str) -> dict[str, Any]:
+    body = to_jsonable(report)
+    document: dict[str, Any] = {"schema_version": JSON_SCHEMA_VERSION, "kind": kind}
+    if isinstance(body, dict):
+        document.update(body)
+    else:
+        document["result"] = body
+    return document
+
+
+def emit(state: CliState, report: R, kind: str, human: Callable[[Console, R], None]) -> None:
+    """Print ``report`` as JSON (``--json``) or through ``human`` (unless ``--quiet``)."""
+    if state.json:
+        print(json.dumps(json_document(report, kind), indent=2, ensure_ascii=False))
+        return
+    if state.quiet:
+        return
+    human(make_console(), report)

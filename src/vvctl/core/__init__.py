@@ -1,0 +1,1 @@
+"""The shared core library every subcommand uses. Nothing here imports typer or rich."""

@@ -1,0 +1,346 @@
+"""Settings: TOML file + ``VV_*`` environment + flags, precedence flag > env > file > default.
+
+The key set, types and defaults come from ``schemas/config.schema.json``; :class:`Settings` is the typed
+view of the merged result. :func:`load_settings` also reports where each value came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from vvctl.core.errors import ConfigError
+from vvctl.core.schemas import SchemaViolation, json_path, load_schema, validate
+
+CONFIG_SCHEMA = "config.schema.json"
+ENV_PREFIX = "VV_"
+CONFIG_ENV = "VV_CONFIG"
+REDACTED = "***"
+
+
+class Source(StrEnum):
+    DEFAULT = "default"
+    FILE = "file"
+    ENV = "env"
+    FLAG = "flag"
+
+
+@dataclass(frozen=True)
+class StatusRule:
+    label: str
+    min_detections: int
+    status: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_root: Path
+    key_store: Path
+    sample_interval_s: float = 1.0
+    model: str = "person-ssdlite-mobilenetv2.onnx"
+    model_sha256: str = "2d6c317190960c2ab14fed0ad9790cd1da9888efd8335d5c8e5185cf1a54f779"
+    detector: str = "auto"
+    score_threshold: float = 0.5
+    nms_iou: float = 0.45
+    batch_size: int = 4
+    providers: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    signing_algorithm: str = "hmac-sha256"
+    video_extensions: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".ts", ".webm")
+    settle_s: float = 10.0
+    max_video_seconds: float = 1800.0
+    max_attempts: int = 3
+    status_rules: tuple[StatusRule, ...] = (StatusRule("person", 1, "people_present"),)
+    retention_days: Mapping[str, int] = field(default_factory=dict)
+    alert_urls: tuple[str, ...] = ()
+    containers: tuple[str, ...] = ()
+    min_free_space_gb: float = 5.0
+    log_level: str = "info"
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+    config_path: Path | None = None
+    """The file the settings were read from, or None when no file exists."""
+
+    @property
+    def model_path(self) -> Path:
+        path = Path(self.model).expanduser()
+        return path if path.is_absolute() else self.storage_root / "models" / path
+
+    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        """The effective settings as plain JSON values (secrets redacted unless asked not to)."""
+        out: dict[str, Any] = {}
+        for key in setting_keys():
+            out[key] = _plain(getattr(self, key))
+            if redact and key in secret_keys():
+                out[key] = redact_value(out[key])
+        return out
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    sources: Mapping[str, Source]
+    config_path: Path
+    config_exists: bool
+
+
+def _properties() -> dict[str, Any]:
+    props: dict[str, Any] = load_schema(CONFIG_SCHEMA)["properties"]
+    return props
+
+
+def setting_keys() -> list[str]:
+    return list(_properties())
+
+
+def secret_keys() -> frozenset[str]:
+    return frozenset(k for k, v in _properties().items() if v.get("x-secret"))
+
+
+def redact_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return [REDACTED for _ in value]
+    if value in (None, "", [], {}):
+        return value
+    return REDACTED
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, StatusRule):
+        return {"label": value.label, "min_detections": value.min_detections, "status": value.status}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def default_config_path() -> Path:
+    import platformdirs
+
+    base = platformdirs.site_config_dir("vvctl") if is_root() else platformdirs.user_config_dir("vvctl")
+    return Path(base) / "config.toml"
+
+
+def default_storage_root() -> Path:
+    import platformdirs
+
+    if is_root():
+        return Path("/var/lib/vvctl")
+    return Path(platformdirs.user_data_dir("vvctl"))
+
+
+def resolve_config_path(flag: Path | None, env: Mapping[str, str]) -> Path:
+    if flag is not None:
+        return flag.expanduser()
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]).expanduser()
+    return default_config_path()
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (run 'vvctl bootstrap' to create it)") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    try:
+        validate(document, CONFIG_SCHEMA)
+    except SchemaViolation as exc:
+        key = exc.field.removeprefix("$.")
+        raise ConfigError(f"config file {path}: key '{key}': {exc.reason}") from None
+    return document
+
+
+def _env_value(name: str, text: str, spec: Mapping[str, Any]) -> Any:
+    kind = spec.get("type")
+    try:
+        if kind == "number":
+            return float(text)
+        if kind == "integer":
+            return int(text)
+        if kind == "boolean":
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind == "array":
+            stripped = text.strip()
+            if stripped.startswith("["):
+                return json.loads(stripped)
+            if spec.get("items", {}).get("type") == "string":
+                return [part.strip() for part in stripped.split(",") if part.strip()]
+            raise ValueError(text)
+        if kind == "object":
+            return json.loads(text)
+    except ValueError:
+        shown = REDACTED if spec.get("x-secret") else repr(text)
+        raise ConfigError(f"environment variable {name}={shown} is not a valid {kind}") from None
+    return text
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    props = _properties()
+    values: dict[str, Any] = {}
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in props:
+            raise ConfigError(f"environment variable {name} is not a vvctl setting")
+        values[key] = _env_value(name, text, props[key])
+    return values
+
+
+def load_settings(
+    config_path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    require_file: bool = False,
+) -> LoadedSettings:
+    """Merge defaults, the config file, ``VV_*`` variables and flags; validate; return typed settings.
+
+    A missing default-location file is fine (defaults apply); a file named by ``--config``/``VV_CONFIG``
+    must exist unless the caller is about to create it (``require_file=False`` and it is absent).
+    """
+    env = os.environ if env is None else env
+    path = resolve_config_path(config_path, env)
+    explicit = config_path is not None or bool(env.get(CONFIG_ENV))
+    exists = path.exists()
+    file_values = read_config_file(path) if exists or (explicit and require_file) else {}
+
+    props = _properties()
+    merged: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
+    for key, spec in props.items():
+        if "default" in spec:
+            merged[key] = spec["default"]
+            sources[key] = Source.DEFAULT
+    layers: list[tuple[Source, Mapping[str, Any]]] = [
+        (Source.FILE, file_values),
+        (Source.ENV, env_overrides(env)),
+        (Source.FLAG, {k: v for k, v in (flags or {}).items() if v is not None}),
+    ]
+    for source, layer in layers:
+        for key, value in layer.items():
+            merged[key] = value
+            sources[key] = source
+    if "storage_root" not in merged:
+        merged["storage_root"] = str(default_storage_root())
+        sources["storage_root"] = Source.DEFAULT
+    try:
+        validate({k: _plain(v) for k, v in merged.items()}, CONFIG_SCHEMA)
+    except SchemaViolation as exc:
+        key = exc.field.removeprefix("$.").split(".")[0].split("[")[0]
+        origin = _describe_origin(sources.get(key, Source.DEFAULT), key, path)
+        raise ConfigError(f"{origin}: {exc.reason}") from None
+
+    root = Path(str(merged["storage_root"])).expanduser()
+    if not root.is_absolute():
+        root = (path.parent / root) if sources["storage_root"] is Source.FILE else root.resolve()
+    if "key_store" in merged:
+        key_store = Path(str(merged["key_store"])).expanduser()
+    else:
+        key_store = root / "state" / "keystore.json"
+        sources["key_store"] = Source.DEFAULT
+    settings = Settings(
+        storage_root=root,
+        key_store=key_store,
+        sample_interval_s=float(merged["sample_interval_s"]),
+        model=str(merged["model"]),
+        model_sha256=str(merged["model_sha256"]),
+        detector=str(merged["detector"]),
+        score_threshold=float(merged["score_threshold"]),
+        nms_iou=float(merged["nms_iou"]),
+        batch_size=int(merged["batch_size"]),
+        providers=tuple(merged["providers"]),
+        signing_algorithm=str(merged["signing_algorithm"]),
+        video_extensions=tuple(e.lower() for e in merged["video_extensions"]),
+        settle_s=float(merged["settle_s"]),
+        max_video_seconds=float(merged["max_video_seconds"]),
+        max_attempts=int(merged["max_attempts"]),
+        status_rules=tuple(StatusRule(**rule) for rule in merged["status_rules"]),
+        retention_days=dict(merged["retention_days"]),
+        alert_urls=tuple(merged["alert_urls"]),
+        containers=tuple(merged["containers"]),
+        min_free_space_gb=float(merged["min_free_space_gb"]),
+        log_level=str(merged["log_level"]),
+        log_max_bytes=int(merged["log_max_bytes"]),
+        log_backups=int(merged["log_backups"]),
+        config_path=path if exists else None,
+    )
+    return LoadedSettings(settings=settings, sources=sources, config_path=path, config_exists=exists)
+
+
+@dataclass(frozen=True)
+class SettingEntry:
+    key: str
+    value: Any
+    source: Source
+    secret: bool
+
+
+@dataclass(frozen=True)
+class SettingsReport:
+    config_path: Path
+    config_exists: bool
+    settings: list[SettingEntry]
+
+
+def describe(loaded: LoadedSettings) -> SettingsReport:
+    """Each effective value with where it came from; secrets redacted."""
+    values = loaded.settings.to_dict(redact=True)
+    secrets = secret_keys()
+    entries = [
+        SettingEntry(key, values[key], loaded.sources.get(key, Source.DEFAULT), key in secrets)
+        for key in setting_keys()
+    ]
+    return SettingsReport(loaded.config_path, loaded.config_exists, entries)
+
+
+def _describe_origin(source: Source, key: str, path: Path) -> str:
+    if source is Source.ENV:
+        return f"environment variable {ENV_PREFIX}{key.upper()}"
+    if source is Source.FLAG:
+        return f"option --{key.replace('_', '-')}"
+    if source is Source.FILE:
+        return f"config file {path}: key '{key}'"
+    return f"default for '{key}'"
+
+
+__all__ = [
+    "CONFIG_ENV",
+    "LoadedSettings",
+    "SettingEntry",
+    "Settings",
+    "SettingsReport",
+    "Source",
+    "StatusRule",
+    "describe",
+    "json_path",
+    "load_settings",
+    "read_config_file",
+    "secret_keys",
+    "setting_keys",
+]

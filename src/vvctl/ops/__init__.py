@@ -1,0 +1,1 @@
+"""Host-level jobs: bootstrap, install, cleanup, export, monitor."""

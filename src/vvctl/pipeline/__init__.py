@@ -1,0 +1,1 @@
+"""The video pipeline: orchestrate and its steps."""
