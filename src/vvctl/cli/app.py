@@ -12,7 +12,6 @@ from typer.core import TyperGroup
 
 from vvctl import __version__
 from vvctl.cli import bootstrap, config
-from vvctl.cli.console import make_console
 from vvctl.cli.render import JSON_SCHEMA_VERSION
 from vvctl.cli.state import CliState, get_state
 from vvctl.core.errors import ExitCode, VVError
@@ -30,7 +29,7 @@ class VVGroup(TyperGroup):
             fail(ctx, exc.exit_code, exc.message, type(exc).__name__)
         except KeyboardInterrupt:
             fail(ctx, ExitCode.INTERRUPTED, "interrupted", "Interrupted")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit 70
             fail(
                 ctx,
                 ExitCode.INTERNAL,
@@ -43,7 +42,8 @@ def fail(ctx: typer.Context, code: ExitCode, message: str, error_type: str) -> N
     state = get_state(ctx)
     if state.verbose and sys.exc_info()[0] is not None:
         traceback.print_exc(file=sys.stderr)
-    make_console(stderr=True).print(f"vvctl: error: {message}", markup=False)
+    # Plain print: one line that scripts can grep, never wrapped or styled.
+    print(f"vvctl: error: {message}", file=sys.stderr)
     if state.json:
         import json
 

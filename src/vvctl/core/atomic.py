@@ -58,7 +58,7 @@ def atomic_open(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _storage_error(path, exc) from exc
@@ -98,7 +98,7 @@ def atomic_copy(source: Path, target: Path, mode: int = 0o644) -> None:
 def durable_move(source: Path, target: Path) -> None:
     """Rename ``source`` to ``target`` (same filesystem) or copy+fsync+unlink across filesystems."""
     try:
-        os.replace(source, target)
+        source.replace(target)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise _storage_error(target, exc) from exc

@@ -25,13 +25,11 @@ DIRECTORIES: tuple[str, ...] = (
 )
 
 # Never accept these (or / itself) as a storage root: bootstrap would scatter folders into the OS.
-SYSTEM_DIRECTORIES: frozenset[str] = frozenset(
-    {
-        "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root",
-        "/run", "/sbin", "/sys", "/usr", "/var", "/home", "/opt", "/srv", "/mnt", "/media", "/tmp",
-        "/usr/bin", "/usr/lib", "/usr/local", "/usr/sbin", "/usr/share", "/var/lib", "/var/log",
-    }
-)  # fmt: skip
+_SYSTEM = (
+    "/bin /boot /dev /etc /lib /lib32 /lib64 /libx32 /proc /root /run /sbin /sys /usr /var /home /opt /srv "
+    "/mnt /media /tmp /usr/bin /usr/lib /usr/local /usr/sbin /usr/share /var/lib /var/log"
+)
+SYSTEM_DIRECTORIES: frozenset[str] = frozenset(_SYSTEM.split())
 
 
 @dataclass(frozen=True)
