@@ -61,6 +61,7 @@ app = typer.Typer(
     # Locals in tracebacks would print key material; keep them off even if pretty output is enabled.
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
 )
 
 
