@@ -1,0 +1,292 @@
+"""Typed access to the ``videos`` and ``job_runs`` tables of the state database.
+
+A video's row is keyed by the SHA-256 of its content, so a renamed or copied file maps to the same row.
+Every SQLite error is turned into :class:`StorageError` here (a full disk surfaces as ``SQLITE_FULL``),
+so callers deal with one error type for "the storage cannot take this write".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from vvctl.core import state
+from vvctl.core.errors import StorageError
+from vvctl.core.timeutil import Clock, rfc3339, utcnow
+
+
+class VideoStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    QUARANTINED = "quarantined"
+
+
+class JobStatus(StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    WARNING = "warning"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    KILLED = "killed"
+    """Found still ``running`` by the next run: the process died without closing its row."""
+
+
+@dataclass(frozen=True)
+class VideoRow:
+    sha256: str
+    name: str
+    path: Path
+    size: int
+    status: VideoStatus
+    attempts: int
+    error: str | None
+    reason: str | None
+    config_hash: str | None
+    model_sha256: str | None
+    analytic_path: Path | None
+    summary_path: Path | None
+    logline_path: Path | None
+    first_seen: str
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class JobRun:
+    id: int
+    job: str
+    started_at: str
+    finished_at: str | None
+    status: JobStatus
+    summary: str | None
+
+
+def _path(value: Any) -> Path | None:
+    return None if value is None else Path(str(value))
+
+
+def _video(row: sqlite3.Row) -> VideoRow:
+    return VideoRow(
+        sha256=row["sha256"],
+        name=row["name"],
+        path=Path(row["path"]),
+        size=int(row["size"]),
+        status=VideoStatus(row["status"]),
+        attempts=int(row["attempts"]),
+        error=row["error"],
+        reason=row["reason"],
+        config_hash=row["config_hash"],
+        model_sha256=row["model_sha256"],
+        analytic_path=_path(row["analytic_path"]),
+        summary_path=_path(row["summary_path"]),
+        logline_path=_path(row["logline_path"]),
+        first_seen=row["first_seen"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration_s=None if row["duration_s"] is None else float(row["duration_s"]),
+    )
+
+
+def _job(row: sqlite3.Row) -> JobRun:
+    return JobRun(
+        id=int(row["id"]),
+        job=row["job"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        status=JobStatus(row["status"]),
+        summary=row["summary"],
+    )
+
+
+@contextlib.contextmanager
+def _storage_errors(db_path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+            raise StorageError(f"disk full while writing the state database {db_path}") from exc
+        raise StorageError(f"state database {db_path}: {exc}") from exc
+
+
+class VideoStateStore:
+    """One connection to ``state/vvctl.sqlite3``; every write is its own ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, db_path: Path, *, clock: Clock = utcnow) -> None:
+        self.db_path = db_path
+        self._clock = clock
+        self._conn = state.connect(db_path)
+
+    def __enter__(self) -> VideoStateStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _now(self) -> str:
+        return rfc3339(self._clock())
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        with _storage_errors(self.db_path), state.transaction(self._conn):
+            cursor = self._conn.execute(sql, params)
+            return int(cursor.lastrowid or 0) if sql.lstrip().upper().startswith("INSERT") else cursor.rowcount
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
+        with _storage_errors(self.db_path):
+            row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with _storage_errors(self.db_path):
+            return list(self._conn.execute(sql, params).fetchall())
+
+    # -- videos ------------------------------------------------------------------------------------
+
+    def get(self, sha256: str) -> VideoRow | None:
+        row = self._one("SELECT * FROM videos WHERE sha256 = ?", (sha256,))
+        return None if row is None else _video(row)
+
+    def require(self, sha256: str) -> VideoRow:
+        row = self.get(sha256)
+        if row is None:
+            raise StorageError(f"state database {self.db_path}: video {sha256[:12]} vanished from the videos table")
+        return row
+
+    def add(self, sha256: str, name: str, path: Path, size: int) -> VideoRow:
+        self._write(
+            "INSERT OR IGNORE INTO videos (sha256, name, path, size, status, attempts, first_seen)"
+            " VALUES (?, ?, ?, ?, 'pending', 0, ?)",
+            (sha256, name, str(path), size, self._now()),
+        )
+        return self.require(sha256)
+
+    def begin_attempt(self, sha256: str, path: Path, *, config_hash: str, model_sha256: str) -> VideoRow:
+        """Mark the video ``processing`` and count the attempt before any work, so a crash is counted."""
+        self._write(
+            "UPDATE videos SET status = 'processing', attempts = attempts + 1, path = ?, name = ?,"
+            " config_hash = ?, model_sha256 = ?, logline_path = NULL, error = NULL, reason = NULL,"
+            " started_at = ?, finished_at = NULL, duration_s = NULL WHERE sha256 = ?",
+            (str(path), path.name, config_hash, model_sha256, self._now(), sha256),
+        )
+        return self.require(sha256)
+
+    def undo_attempt(self, sha256: str, *, note: str | None = None) -> None:
+        """Put the video back in the backlog without counting the attempt (not the video's fault)."""
+        self._write(
+            "UPDATE videos SET status = 'pending', attempts = MAX(attempts - 1, 0), error = ?, finished_at = ?"
+            " WHERE sha256 = ?",
+            (note, self._now(), sha256),
+        )
+
+    def record_failure(self, sha256: str, *, reason: str, error: str, duration_s: float | None = None) -> VideoRow:
+        self._write(
+            "UPDATE videos SET status = 'failed', reason = ?, error = ?, finished_at = ?, duration_s = ?"
+            " WHERE sha256 = ?",
+            (reason, error, self._now(), duration_s, sha256),
+        )
+        return self.require(sha256)
+
+    def finish_done(
+        self,
+        sha256: str,
+        *,
+        destination: Path,
+        analytic_path: Path,
+        summary_path: Path,
+        logline_path: Path,
+        duration_s: float,
+    ) -> None:
+        """Record success; ``destination`` is where the video is about to be moved (the move comes next)."""
+        self._write(
+            "UPDATE videos SET status = 'done', path = ?, analytic_path = ?, summary_path = ?, logline_path = ?,"
+            " error = NULL, reason = NULL, finished_at = ?, duration_s = ? WHERE sha256 = ?",
+            (
+                str(destination),
+                str(analytic_path),
+                str(summary_path),
+                str(logline_path),
+                self._now(),
+                duration_s,
+                sha256,
+            ),
+        )
+
+    def finish_quarantined(
+        self, sha256: str, *, destination: Path, reason: str, error: str, logline_path: Path | None
+    ) -> None:
+        self._write(
+            "UPDATE videos SET status = 'quarantined', path = ?, reason = ?, error = ?, logline_path = ?,"
+            " finished_at = ? WHERE sha256 = ?",
+            (str(destination), reason, error, None if logline_path is None else str(logline_path), self._now(), sha256),
+        )
+
+    def mark_stale(self, sha256: str, *, note: str) -> None:
+        """A reprocess of an archived video died half-way: keep it done, but due for ``--reprocess`` again."""
+        self._write(
+            "UPDATE videos SET status = 'done', config_hash = NULL, error = ?, finished_at = ? WHERE sha256 = ?",
+            (note, self._now(), sha256),
+        )
+
+    def mark_lost(self, sha256: str, *, note: str) -> None:
+        """The file of a row left ``processing`` is gone (removed by hand): failed, with the reason why."""
+        self._write(
+            "UPDATE videos SET status = 'failed', reason = 'missing', error = ?, finished_at = ? WHERE sha256 = ?",
+            (note, self._now(), sha256),
+        )
+
+    def with_status(self, *statuses: VideoStatus) -> list[VideoRow]:
+        marks = ",".join("?" for _ in statuses)
+        rows = self._all(f"SELECT * FROM videos WHERE status IN ({marks}) ORDER BY first_seen, name", statuses)  # noqa: S608
+        return [_video(row) for row in rows]
+
+    def counts(self) -> dict[VideoStatus, int]:
+        found = {
+            VideoStatus(row[0]): int(row[1]) for row in self._all("SELECT status, COUNT(*) FROM videos GROUP BY status")
+        }
+        return {status: found.get(status, 0) for status in VideoStatus}
+
+    # -- job runs ----------------------------------------------------------------------------------
+
+    def start_job(self, job: str) -> int:
+        return self._write(
+            "INSERT INTO job_runs (job, started_at, status) VALUES (?, ?, 'running')", (job, self._now())
+        )
+
+    def finish_job(self, run_id: int, status: JobStatus, summary: str) -> None:
+        self._write(
+            "UPDATE job_runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+            (self._now(), status.value, summary, run_id),
+        )
+
+    def close_dead_jobs(self, job: str) -> int:
+        """Runs still marked running when the caller holds the job's lock died without closing their row."""
+        return self._write(
+            "UPDATE job_runs SET status = 'killed', summary = COALESCE(summary, 'the process ended without"
+            " finishing its run (killed or crashed)') WHERE job = ? AND status = 'running'",
+            (job,),
+        )
+
+    def last_job(self, job: str) -> JobRun | None:
+        row = self._one("SELECT * FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT 1", (job,))
+        return None if row is None else _job(row)
+
+    def last_finished_job(self, job: str, *statuses: JobStatus) -> JobRun | None:
+        marks = ",".join("?" for _ in statuses)
+        row = self._one(
+            f"SELECT * FROM job_runs WHERE job = ? AND status IN ({marks}) ORDER BY id DESC LIMIT 1",  # noqa: S608
+            (job, *statuses),
+        )
+        return None if row is None else _job(row)
