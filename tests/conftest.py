@@ -26,6 +26,9 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("NO_COLOR", "1")
     yield
+    from vvctl.core.jsonlog import detach_file_logging
+
+    detach_file_logging()  # a command run in-process attached the log file of its own storage root
 
 
 @pytest.fixture

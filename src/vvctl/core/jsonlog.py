@@ -40,12 +40,19 @@ class JsonLineFormatter(logging.Formatter):
 
 
 def configure_file_logging(logs_dir: Path, *, level: str = "info", max_bytes: int, backups: int) -> bool:
-    """Attach (once) a rotating JSON-lines handler on the ``vvctl`` logger. False if ``logs_dir`` is absent."""
+    """Attach a rotating JSON-lines handler on the ``vvctl`` logger. False if ``logs_dir`` is absent.
+
+    Calling it again for the same directory keeps the handler; for another directory it moves there.
+    """
     logger = logging.getLogger("vvctl")
     logger.setLevel(level.upper())
-    for handler in logger.handlers:
+    target = os.path.abspath(logs_dir / LOG_FILE)
+    for handler in list(logger.handlers):
         if handler.get_name() == _HANDLER_NAME:
-            return True
+            if isinstance(handler, logging.FileHandler) and handler.baseFilename == target:
+                return True
+            logger.removeHandler(handler)
+            handler.close()
     if not logs_dir.is_dir() or not os.access(logs_dir, os.W_OK):
         return False
     handler = logging.handlers.RotatingFileHandler(

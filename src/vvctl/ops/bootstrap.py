@@ -1,7 +1,7 @@
 """``vvctl bootstrap``: storage layout, default config, key store, verified model, fallback assets.
 
-Idempotent: a second run finds everything in place and changes no file (it still logs and, once the
-LogLine writer is in place, appends its own audit record).
+Idempotent: a second run finds everything in place and changes no file (it still logs and appends its
+own signed audit record to the ``jobs`` log).
 """
 
 from __future__ import annotations
@@ -101,15 +101,37 @@ def bootstrap(
     if not dry_run:
         log.info(
             "bootstrap finished",
-            extra={"changed": changed, "created": [str(i.path) for i in items if i.outcome != Outcome.PRESENT]},
+            extra={"changed": changed, "created_items": [str(i.path) for i in items if i.outcome != Outcome.PRESENT]},
         )
         report = _append_logline(settings, report)
     return report
 
 
 def _append_logline(settings: Settings, report: BootstrapReport) -> BootstrapReport:
-    """Record the bootstrap run in the signed job log (a no-op until the key store exists)."""
-    return report
+    """Record the bootstrap run as a signed LogLine in the ``jobs`` log."""
+    from dataclasses import replace
+
+    from vvctl.core.logline import LogLineDraft, LogLineWriter
+
+    created = [item for item in report.items if item.outcome is not Outcome.PRESENT]
+    if created:
+        listed = ", ".join(f"{item.kind} {item.path.name}" for item in created[:8])
+        more = f" and {len(created) - 8} more" if len(created) > 8 else ""
+        this = f"set up {report.storage_root}: created or replaced {listed}{more}"
+    else:
+        this = f"checked {report.storage_root}: everything was already in place, nothing changed"
+    written = LogLineWriter(settings).append(
+        "jobs",
+        LogLineDraft(
+            who="vvctl bootstrap",
+            did="set up the storage layout, config, key store and model",
+            this=this,
+            status="ok",
+            source={"type": "job", "id": "bootstrap", "path": str(report.storage_root)},
+        ),
+        slug="bootstrap",
+    )
+    return replace(report, logline=written.path)
 
 
 def _check_writable(root: Path) -> None:

@@ -1,0 +1,374 @@
+"""The LogLine writer: one signed, hash-chained audit record per processed video and per job run.
+
+A log (``videos``, ``jobs``, ...) is a directory ``loglines/<log>/`` of files named
+``<seq:08d>.<slug>.logline.json``. Each file holds exactly the RFC 8785 canonical bytes of its record,
+signature included, so the SHA-256 of the file *is* the record's chain hash, and the next record's
+``prev`` is that hash. The first record's ``prev`` is 64 zeros.
+
+Appending (:meth:`LogLineWriter.append`) is serialised per log by an ``flock`` on
+``state/logline-<log>.lock``, so any number of processes may append at once and the chain stays linear.
+Under the lock the writer:
+
+1. finds the head: the state store's ``chain_heads`` row, reconciled with the files (a writer killed
+   after its file was renamed into place but before the row was updated left a file one ahead of the
+   row: that file is the head, and its missing ``.md`` companion is rewritten);
+2. builds the record, signs its canonical bytes without ``signature_details`` with the key store's
+   active key, validates it against ``logline.schema.json``;
+3. writes the JSON atomically (temp file, fsync, rename, fsync of the directory), then the ``.md``
+   companion, then the new head row.
+
+A head row ahead of the files (LogLines deleted) or a head file whose bytes no longer hash to the row's
+hash (a LogLine altered) is an :class:`IntegrityError`: the writer refuses to extend a chain that was
+tampered with, and ``vvctl verify-logline`` names what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vvctl.core.atomic import atomic_write_bytes, atomic_write_text
+from vvctl.core.canonical import canonicalize
+from vvctl.core.errors import IntegrityError, StorageError, UsageError
+from vvctl.core.hashing import sha256_bytes
+from vvctl.core.keystore import KeyStore, load_keystore
+from vvctl.core.layout import StorageLayout
+from vvctl.core.locks import exclusive_lock
+from vvctl.core.schemas import validate
+from vvctl.core.settings import Settings
+from vvctl.core.state import connect, transaction
+from vvctl.core.timeutil import Clock, rfc3339, utcnow
+
+SCHEMA = "logline.schema.json"
+CHECKPOINT_KIND = "vvctl-checkpoint"
+ZERO_HASH = "0" * 64
+SUFFIX = ".logline.json"
+MD_SUFFIX = ".logline.md"
+LOG_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+FILE_NAME = re.compile(r"^(?P<seq>[0-9]{8,16})\.(?P<slug>[a-z0-9][a-z0-9_.-]{0,63})\.logline\.json$")
+STATUSES = ("ok", "failed", "quarantined", "skipped", "warning")
+_SLUG_BAD = re.compile(r"[^a-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class LogLineDraft:
+    """What a job wants recorded; the writer adds ``log``, ``seq``, ``when``, ``prev`` and the signature."""
+
+    who: str
+    did: str
+    this: str
+    status: str
+    source: Mapping[str, str]
+    confirmed_by: str | None = None
+    if_ok: str | None = None
+    if_not: str | None = None
+
+
+@dataclass(frozen=True)
+class WrittenLogLine:
+    log: str
+    seq: int
+    hash: str
+    """SHA-256 of the file's bytes (the record's canonical bytes, signature included)."""
+    path: Path
+    md_path: Path
+    record: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    log: str
+    seq: int
+    hash: str
+
+
+def slugify(text: str) -> str:
+    """A file-name-safe tag: lowercase ASCII letters, digits, ``-`` and ``_``, at most 48 characters."""
+    slug = _SLUG_BAD.sub("-", text.lower()).strip("-_")[:48].strip("-_")
+    return slug or "record"
+
+
+def check_log_name(log: str) -> str:
+    if not LOG_NAME.fullmatch(log):
+        raise UsageError(f"invalid log name {log!r}: use lowercase letters, digits, '-' and '_' (max 32)")
+    return log
+
+
+def log_directory(layout: StorageLayout, log: str) -> Path:
+    return layout.loglines / check_log_name(log)
+
+
+def signed_bytes(record: Mapping[str, Any]) -> bytes:
+    """The bytes a signature covers: the canonical form of the record without ``signature_details``."""
+    return canonicalize({k: v for k, v in record.items() if k != "signature_details"})
+
+
+def chain_hash(file_bytes: bytes) -> str:
+    return sha256_bytes(file_bytes)
+
+
+def scan_log_files(directory: Path) -> dict[int, list[Path]]:
+    """LogLine files in ``directory`` by the seq in their name (several paths for a duplicated seq)."""
+    found: dict[int, list[Path]] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return found
+    except OSError as exc:
+        raise StorageError(f"cannot list {directory}: {exc.strerror or exc}") from None
+    for entry in entries:
+        match = FILE_NAME.fullmatch(entry.name)
+        if match:
+            found.setdefault(int(match["seq"]), []).append(Path(entry.path))
+    return found
+
+
+def render_markdown(record: Mapping[str, Any], file_name: str, digest: str) -> str:
+    """The short human-readable companion of a LogLine. Not signed: the JSON file is authoritative."""
+    source = record["source"]
+    signature = record["signature_details"]
+    lines = [
+        f"# LogLine {record['log']} #{record['seq']}: {record['status']}",
+        "",
+        f"- **who**: {record['who']}",
+        f"- **did**: {record['did']}",
+        f"- **this**: {record['this']}",
+        f"- **when**: {record['when']}",
+        f"- **source**: {source['type']} `{source['id']}`" + (f" ({source['path']})" if "path" in source else ""),
+    ]
+    for key in ("confirmed_by", "if_ok", "if_not"):
+        if key in record:
+            lines.append(f"- **{key}**: {record[key]}")
+    lines += [
+        f"- **prev**: `{record['prev']}`",
+        f"- **signed**: {signature['algorithm']} with key `{signature['key_id']}`",
+        "",
+        f"Authoritative record: `{file_name}` (SHA-256 `{digest}`); "
+        "check it with `vvctl verify-logline`. This summary is not signed.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _md_path(json_path: Path) -> Path:
+    return json_path.with_name(json_path.name[: -len(SUFFIX)] + MD_SUFFIX)
+
+
+def _read_record(path: Path) -> tuple[bytes, dict[str, Any]]:
+    import json
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read LogLine {path}: {exc.strerror or exc}") from None
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise IntegrityError(f"LogLine {path} is not valid JSON; run 'vvctl verify-logline {path.parent}'") from None
+    if not isinstance(record, dict):
+        raise IntegrityError(f"LogLine {path} is not a JSON object; run 'vvctl verify-logline {path.parent}'")
+    return data, record
+
+
+class LogLineWriter:
+    """Appends signed LogLines under ``<storage_root>/loglines``; one writer may serve many logs."""
+
+    def __init__(self, settings: Settings, *, clock: Clock = utcnow, key_store: Path | None = None) -> None:
+        self.layout = StorageLayout(settings.storage_root)
+        self.key_store = key_store if key_store is not None else settings.key_store
+        self.clock = clock
+
+    # -- head ----------------------------------------------------------------------------------------
+
+    def _db_head(self, conn: sqlite3.Connection, log: str) -> ChainHead | None:
+        row = conn.execute("SELECT seq, hash FROM chain_heads WHERE log = ?", (log,)).fetchone()
+        return None if row is None else ChainHead(log, int(row["seq"]), str(row["hash"]))
+
+    def _store_head(self, conn: sqlite3.Connection, head: ChainHead) -> None:
+        with transaction(conn):
+            conn.execute(
+                "INSERT INTO chain_heads (log, seq, hash, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(log) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,"
+                " updated_at = excluded.updated_at",
+                (head.log, head.seq, head.hash, rfc3339(self.clock())),
+            )
+
+    def _reconcile(self, conn: sqlite3.Connection, log: str, directory: Path) -> ChainHead | None:
+        """The true head of ``log`` (see the module docstring); repairs a head row left behind by a kill."""
+        stored = self._db_head(conn, log)
+        files = scan_log_files(directory)
+        top = max(files, default=0)
+        stored_seq = stored.seq if stored else 0
+        if top < stored_seq:
+            raise IntegrityError(
+                f"log {log!r}: the state store's head is seq {stored_seq} but the newest LogLine file is seq "
+                f"{top}: LogLines were removed; run 'vvctl verify-logline {directory}'"
+            )
+        if top == 0:
+            return None
+        if len(files[top]) > 1:
+            raise IntegrityError(f"log {log!r}: seq {top} has {len(files[top])} files; run 'vvctl verify-logline'")
+        data, record = _read_record(files[top][0])
+        digest = chain_hash(data)
+        if record.get("seq") != top or record.get("log") != log:
+            raise IntegrityError(
+                f"LogLine {files[top][0]} does not hold seq {top} of log {log!r}; run 'vvctl verify-logline'"
+            )
+        if stored is not None and top == stored_seq:
+            if digest != stored.hash:
+                raise IntegrityError(
+                    f"LogLine {files[top][0]} was changed after it was written (its hash no longer matches "
+                    f"the chain head); run 'vvctl verify-logline {directory}'"
+                )
+            return stored
+        # The files are ahead of the row: a writer died between the rename and the row update.
+        if top - stored_seq > 1:
+            raise IntegrityError(
+                f"log {log!r}: {top - stored_seq} LogLine files lie beyond the recorded head seq {stored_seq}; "
+                f"run 'vvctl verify-logline {directory}'"
+            )
+        if stored is not None and record.get("prev") != stored.hash:
+            raise IntegrityError(
+                f"LogLine {files[top][0]} does not follow the recorded head; run 'vvctl verify-logline {directory}'"
+            )
+        md = _md_path(files[top][0])
+        if not md.exists():
+            atomic_write_text(md, render_markdown(record, files[top][0].name, digest))
+        head = ChainHead(log, top, digest)
+        self._store_head(conn, head)
+        return head
+
+    def head(self, log: str) -> ChainHead | None:
+        """The current head of ``log`` (None for an empty log), checked against the files."""
+        directory = log_directory(self.layout, log)
+        with exclusive_lock(self._lock_path(log), what=f"LogLine writer for log {log!r}", wait=True):
+            conn = connect(self.layout.state_db)
+            try:
+                return self._reconcile(conn, log, directory)
+            finally:
+                conn.close()
+
+    def _lock_path(self, log: str) -> Path:
+        return self.layout.state / f"logline-{log}.lock"
+
+    # -- append --------------------------------------------------------------------------------------
+
+    def _build(self, store: KeyStore, log: str, seq: int, prev: str, draft: LogLineDraft) -> dict[str, Any]:
+        if draft.status not in STATUSES:
+            raise UsageError(f"invalid LogLine status {draft.status!r} (one of: {', '.join(STATUSES)})")
+        record: dict[str, Any] = {
+            "schema_version": 1,
+            "log": log,
+            "seq": seq,
+            "who": draft.who,
+            "did": draft.did,
+            "this": draft.this,
+            "when": rfc3339(self.clock()),
+            "status": draft.status,
+            "source": dict(draft.source),
+        }
+        optional = {"confirmed_by": draft.confirmed_by, "if_ok": draft.if_ok, "if_not": draft.if_not}
+        record.update({k: v for k, v in optional.items() if v is not None})
+        record["prev"] = prev
+        signer = store.signer()
+        record["signature_details"] = {
+            "algorithm": signer.algorithm.value,
+            "key_id": signer.key_id,
+            "signature": signer.sign(signed_bytes(record)),
+        }
+        validate(record, SCHEMA)
+        return record
+
+    def append(self, log: str, draft: LogLineDraft, *, slug: str) -> WrittenLogLine:
+        """Sign ``draft`` as the next record of ``log`` and write it durably. Safe across processes."""
+        directory = log_directory(self.layout, log)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.layout.state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {directory}: {exc.strerror or exc}") from None
+        store = load_keystore(self.key_store)
+        with exclusive_lock(self._lock_path(log), what=f"LogLine writer for log {log!r}", wait=True):
+            conn = connect(self.layout.state_db)
+            try:
+                head = self._reconcile(conn, log, directory)
+                seq = head.seq + 1 if head else 1
+                record = self._build(store, log, seq, head.hash if head else ZERO_HASH, draft)
+                data = canonicalize(record)
+                digest = chain_hash(data)
+                path = directory / f"{seq:08d}.{slugify(slug)}{SUFFIX}"
+                atomic_write_bytes(path, data)
+                md = _md_path(path)
+                atomic_write_text(md, render_markdown(record, path.name, digest))
+                self._store_head(conn, ChainHead(log, seq, digest))
+            finally:
+                conn.close()
+        return WrittenLogLine(log, seq, digest, path, md, record)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------
+
+
+def make_checkpoint(store: KeyStore, head: ChainHead, *, clock: Clock = utcnow) -> dict[str, Any]:
+    """A signed chain head (``$defs/checkpoint`` of the signature contract) for an auditor to keep."""
+    from vvctl.core.signing import contract_problem
+
+    document: dict[str, Any] = {
+        "schema_version": 1,
+        "kind": CHECKPOINT_KIND,
+        "log": head.log,
+        "seq": head.seq,
+        "hash": head.hash,
+        "when": rfc3339(clock()),
+    }
+    signer = store.signer()
+    document["signature_details"] = {
+        "algorithm": signer.algorithm.value,
+        "key_id": signer.key_id,
+        "signature": signer.sign(signed_bytes(document)),
+    }
+    problem = contract_problem(document, "checkpoint")
+    if problem is not None:  # pragma: no cover - a bug here, never user input
+        raise IntegrityError(f"refusing to write an invalid checkpoint: {problem}")
+    return document
+
+
+def export_checkpoint(settings: Settings, log: str, out: Path, *, clock: Clock = utcnow) -> dict[str, Any]:
+    """Write the signed head of ``log`` to ``out`` (atomically) and return it."""
+    writer = LogLineWriter(settings, clock=clock)
+    head = writer.head(log)
+    if head is None:
+        raise UsageError(f"log {log!r} has no LogLines yet; nothing to checkpoint")
+    document = make_checkpoint(load_keystore(writer.key_store), head, clock=clock)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
+    atomic_write_bytes(out, canonicalize(document))
+    return document
+
+
+__all__ = [
+    "CHECKPOINT_KIND",
+    "MD_SUFFIX",
+    "SUFFIX",
+    "ZERO_HASH",
+    "ChainHead",
+    "LogLineDraft",
+    "LogLineWriter",
+    "WrittenLogLine",
+    "chain_hash",
+    "check_log_name",
+    "export_checkpoint",
+    "log_directory",
+    "make_checkpoint",
+    "render_markdown",
+    "scan_log_files",
+    "signed_bytes",
+    "slugify",
+]
