@@ -28,7 +28,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
         if rel == Path("state"):
             continue  # the state store and the audit locks live here: its own mtime moves with them
         if path.is_file():
-            out[str(rel)] = (path.stat().st_mtime_ns, path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[str(rel)] = (path.stat().st_mtime_ns, path.stat().st_size, digest)
         else:
             out[str(rel)] = (path.stat().st_mtime_ns, 0, "dir")
     return out

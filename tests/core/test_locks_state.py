@@ -19,9 +19,9 @@ def test_second_holder_is_refused_at_once(tmp_path: Path) -> None:
     lock = tmp_path / "job.lock"
     with exclusive_lock(lock, what="job"):
         started = time.monotonic()
-        with pytest.raises(LockedError, match=f"another job is already running \\(pid {os.getpid()}\\)"):
-            with exclusive_lock(lock, what="job"):
-                pass
+        expected = f"another job is already running \\(pid {os.getpid()}\\)"
+        with pytest.raises(LockedError, match=expected), exclusive_lock(lock, what="job"):
+            pass
         assert time.monotonic() - started < 1.0
     with exclusive_lock(lock, what="job"):
         pass  # released: free again

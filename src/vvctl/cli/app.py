@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from vvctl import __version__
-from vvctl.cli import bootstrap, config
+from vvctl.cli import bootstrap, config, demo
 from vvctl.cli.render import JSON_SCHEMA_VERSION
 from vvctl.cli.state import CliState, get_state
 from vvctl.core.errors import ExitCode, VVError
@@ -91,6 +91,7 @@ def root(
 
 app.command("bootstrap")(bootstrap.command)
 app.add_typer(config.app, name="config")
+app.command("demo")(demo.command)
 
 
 def main() -> None:
