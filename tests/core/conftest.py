@@ -73,9 +73,7 @@ def _field(number: int, value: int | str | bytes) -> bytes:
 
 
 def _value_info(name: str, elem_type: int, dims: Iterable[int | str]) -> bytes:
-    shape = b"".join(
-        _field(1, _field(1, d) if isinstance(d, int) else _field(2, d)) for d in dims
-    )
+    shape = b"".join(_field(1, _field(1, d) if isinstance(d, int) else _field(2, d)) for d in dims)
     tensor_type = _field(1, elem_type) + _field(2, shape)
     return _field(1, name) + _field(2, _field(1, tensor_type))
 

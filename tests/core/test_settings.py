@@ -55,7 +55,7 @@ def test_env_lists_accept_json_and_commas(config_file: Path) -> None:
         ('sample_interval_s = "fast"\n', "key 'sample_interval_s'"),
         ("batch_size = 0\n", "key 'batch_size'"),
         ('providers = ["GPU"]\n', "key 'providers[0]'"),
-        ('retention_days = { nowhere = 3 }\n', "key 'retention_days'"),
+        ("retention_days = { nowhere = 3 }\n", "key 'retention_days'"),
         ("batch_size = \n", "not valid TOML"),
     ],
 )

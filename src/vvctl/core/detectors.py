@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import ctypes
+import logging
 import math
 import os
 import re
@@ -40,6 +41,9 @@ _YOLO_DEFAULT_SIZE: Final = 640
 _YOLO_MAX_NMS: Final = 30000
 _YOLO_MAX_DET: Final = 300
 _YOLO_CLASS_OFFSET: Final = 7680.0
+_CPU_PROVIDER: Final = "CPUExecutionProvider"
+# onnxruntime's exception types that mean "this file is not a usable model" whatever the provider.
+_MODEL_ERROR_TYPES: Final = frozenset({"InvalidProtobuf", "InvalidGraph", "NoModel", "NoSuchFile"})
 _PROVIDER_LIBRARIES: Final = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
 # ORT's per-session log level: ERROR. The process-wide default logger goes to FATAL, because a GPU
 # provider that fails to load logs an ERROR there even though the session then runs fine on CPU;
@@ -48,6 +52,8 @@ _SESSION_LOG_SEVERITY: Final = 3
 _DEFAULT_LOG_SEVERITY: Final = 4
 
 Frame = NDArray[np.uint8]
+
+log = logging.getLogger("vvctl.detectors")
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,11 @@ def load_detector(
     is loaded. The bytes that are hashed are the bytes that are loaded, so the file cannot be swapped
     in between. ``kind``: ``auto`` recognises the interface from the model's inputs and outputs.
     ``providers``: tried in order; the one actually in use is in ``info.provider``, and
-    ``info.fallback_reason`` says why earlier ones were not used. ``score_threshold``: minimum
+    ``info.fallback_reason`` says why earlier ones were not used (also logged as a warning on
+    ``vvctl.detectors``). When none of the requested providers can run the model (for example only
+    ``CUDAExecutionProvider`` on a machine without a GPU) it raises :class:`DependencyError` rather
+    than run on an unrequested CPU. A file that is not an ONNX model raises :class:`InputError`.
+    ``score_threshold``: minimum
     confidence kept. ``nms_iou``: IoU above which overlapping boxes of one class are suppressed, for
     backends without NMS inside the model (YOLO; the SSD graph does its own). ``batch_size``: frames per
     inference call where the model accepts a batch. ``intra_op_threads``: None leaves onnxruntime's
@@ -142,8 +152,10 @@ def load_detector(
         )
 
     session, provider, fallback_reason = _create_session(model_bytes, path, requested, intra_op_threads)
-    fmt = _model_format(session, kind, path)
+    if fallback_reason is not None:
+        log.warning("model %s: %s", path.name, fallback_reason)
     labels = _labels(session, path)
+    fmt = _model_format(session, kind, path)
     common: dict[str, Any] = {
         "session": session,
         "score_threshold": score_threshold,
@@ -197,9 +209,7 @@ class _OnnxDetector:
         try:
             outputs: list[NDArray[Any]] = self._session.run(None, {self._input.name: blob})
         except _ORT_ERRORS as exc:
-            raise DependencyError(
-                f"inference failed on {self.info.provider}: {_short_ort_error(exc)}"
-            ) from exc
+            raise DependencyError(f"inference failed on {self.info.provider}: {_short_ort_error(exc)}") from exc
         return outputs
 
     def _label(self, class_id: int) -> str:
@@ -229,9 +239,7 @@ class SsdDetector(_OnnxDetector):
             matrix = np.array([[out_w / width, 0.0, 0.0], [0.0, out_h / height, 0.0]])
             frame = cast(
                 Frame,
-                cv2.warpAffine(
-                    frame, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-                ),
+                cv2.warpAffine(frame, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
             )
         return cast(Frame, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
 
@@ -322,9 +330,7 @@ class YoloDetector(_OnnxDetector):
             for i, (frame, (_, ratio, left, top)) in enumerate(zip(frames, boxed, strict=True))
         ]
 
-    def _decode(
-        self, frame: Frame, pred: NDArray[Any], ratio: float, left: int, top: int
-    ) -> list[Detection]:
+    def _decode(self, frame: Frame, pred: NDArray[Any], ratio: float, left: int, top: int) -> list[Detection]:
         class_scores = pred[4:]
         class_ids = class_scores.argmax(axis=0)
         confidences = class_scores[class_ids, np.arange(class_scores.shape[1])]
@@ -438,22 +444,37 @@ def _create_session(
                 model_bytes, sess_options=options, providers=candidates[i:], enable_fallback=0
             )
         except _ORT_ERRORS as exc:
-            if i == len(candidates) - 1:
+            if _is_model_error(exc) or (i == len(candidates) - 1 and first == _CPU_PROVIDER):
+                # The file itself is the problem (not ONNX, a broken graph, an operator no provider
+                # implements): trying other providers would only hide that.
                 raise InputError(f"{path.name} is not a loadable ONNX model: {_short_ort_error(exc)}") from exc
             skipped.append((first, _provider_problem(first, exc)))
             continue
         in_use: str = session.get_providers()[0]
         # A GPU provider whose libraries do not load is dropped silently by onnxruntime: the session
-        # is created and runs on the next provider. Only the provider list tells.
+        # is created and runs on the next provider (CPU, even when it was not asked for). Only the
+        # provider list tells.
         for name in candidates[i:]:
             if name == in_use:
                 break
             skipped.append((name, _provider_problem(name, None)))
+        if in_use not in requested:
+            break
         if in_use == requested[0]:
             return session, in_use, None
-        reasons = "; ".join(f"{name} requested but unavailable: {why}" for name, why in skipped)
-        return session, in_use, f"{reasons}; running on {in_use}"
-    raise AssertionError("unreachable: the last candidate either returns or raises")
+        return session, in_use, f"{_describe_skipped(skipped)}; running on {in_use}"
+    raise DependencyError(
+        f"model {path.name}: {_describe_skipped(skipped)}; no requested execution provider can run it "
+        f"(add {_CPU_PROVIDER} to providers to allow running on the CPU)"
+    )
+
+
+def _describe_skipped(skipped: Sequence[tuple[str, str]]) -> str:
+    return "; ".join(f"{name} requested but unavailable: {why}" for name, why in skipped)
+
+
+def _is_model_error(exc: BaseException) -> bool:
+    return type(exc).__name__ in _MODEL_ERROR_TYPES
 
 
 def _provider_problem(provider: str, error: BaseException | None) -> str:
@@ -570,9 +591,7 @@ def _labels(session: Any, path: Path) -> dict[int, str]:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
         raise InputError(f"{path.name}: metadata 'names' is not a {{id: name}} mapping") from exc
-    if not isinstance(value, dict) or not all(
-        isinstance(k, int) and isinstance(v, str) for k, v in value.items()
-    ):
+    if not isinstance(value, dict) or not all(isinstance(k, int) and isinstance(v, str) for k, v in value.items()):
         raise InputError(f"{path.name}: metadata 'names' is not a {{id: name}} mapping")
     return dict(value)
 

@@ -38,11 +38,15 @@ VIDEO_ERROR_REASONS: Final = frozenset(
     }
 )
 
-TRUNCATION_RATIO: Final = 0.5
-"""A stream that ends before this fraction of its reported frame count is treated as truncated.
+SHORTFALL_RATIO: Final = 0.05
+SHORTFALL_MIN_S: Final = 2.0
+"""A stream whose decoding stops more than ``max(SHORTFALL_RATIO * length, SHORTFALL_MIN_S)`` before its
+reported end is cut off or damaged; a smaller shortfall is normal.
 
-Containers routinely over-report by a few frames (edit lists, B-frame delay: one test clip reports 467
-and decodes 459), so only a large shortfall is an error.
+The reported frame count is not trusted to the frame: containers routinely over-report by a few frames
+(edit lists, B-frame delay: one test clip reports 467 frames and decodes 459, 0.7 s short). Both the
+frame count and the time axis must fall short, so a variable-frame-rate stream that decodes fewer
+frames than its nominal rate implies, but reaches its end, is complete.
 """
 
 MAX_SANE_FPS: Final = 1000.0
@@ -83,6 +87,11 @@ class VideoInfo:
     """``reported_frames / fps``; None when the frame count is unknown."""
     size: int
     """File size in bytes."""
+    container: str | None = None
+    """Container recognised from its magic bytes (``MP4/MOV``, ``AVI``, ...), None when not recognised."""
+    structure_complete: bool | None = None
+    """True when the container's own structure (MP4 boxes, AVI RIFF chunks) shows the whole file is
+    present, None when it cannot tell. A file whose structure shows it is cut off fails :func:`probe`."""
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:
@@ -113,7 +122,7 @@ def probe(path: Path) -> VideoInfo:
     Raises :class:`VideoError` when the file is empty, unreadable, not a video, uses a codec this
     OpenCV build cannot decode, has no decodable frame, or is cut off before its index.
     """
-    size, head = _read_head(path)
+    size, head, structure_complete = _read_head(path)
     cap = _open_capture(path)
     try:
         if not cap.isOpened():
@@ -150,6 +159,8 @@ def probe(path: Path) -> VideoInfo:
         reported_frames=reported,
         duration_s=reported / fps if reported > 0 else None,
         size=size,
+        container=_container_name(head),
+        structure_complete=structure_complete,
     )
 
 
@@ -176,8 +187,9 @@ class FrameSampler:
                 ...
         sampler.frames_read, sampler.duration_s
 
-    After a complete iteration, a stream that yields no frame or ends before
-    :data:`TRUNCATION_RATIO` of its reported frame count raises :class:`VideoError`.
+    After a complete iteration, a stream that yields no frame, or stops decoding well before its
+    reported end (see :data:`SHORTFALL_RATIO`), raises :class:`VideoError`: ``truncated``, or
+    ``corrupt_stream`` when the container shows the whole file is present.
     """
 
     def __init__(
@@ -216,9 +228,7 @@ class FrameSampler:
     def __iter__(self) -> Iterator[SampledFrame]:
         if self._thread is not None:
             raise RuntimeError("a FrameSampler can be iterated only once")
-        self._thread = threading.Thread(
-            target=self._produce, name=f"vvctl-frame-sampler:{self.path.name}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._produce, name=f"vvctl-frame-sampler:{self.path.name}", daemon=True)
         self._thread.start()
         return self._consume()
 
@@ -315,9 +325,7 @@ class FrameSampler:
                 if time_s + _TIME_EPSILON_S >= next_sample * self.interval_s:
                     ok, image = cap.retrieve()
                     if not ok or image is None:
-                        raise VideoError(
-                            "corrupt_stream", f"{self.path.name}: frame {index} cannot be decoded"
-                        )
+                        raise VideoError("corrupt_stream", f"{self.path.name}: frame {index} cannot be decoded")
                     if not self._put(SampledFrame(index=index, time_s=time_s, image=image)):
                         return
                     self.frames_sampled += 1
@@ -336,14 +344,23 @@ class FrameSampler:
         name = self.path.name
         if frames_read == 0:
             raise VideoError("no_frames", f"{name}: no frame decodes")
-        reported = self.info.reported_frames
-        if reported > 0 and frames_read < TRUNCATION_RATIO * reported:
+        info = self.info
+        reported = info.reported_frames
+        if reported == 0:
+            return
+        expected_s = reported / info.fps
+        tolerance_s = max(SHORTFALL_RATIO * expected_s, SHORTFALL_MIN_S)
+        if reported - frames_read <= tolerance_s * info.fps or expected_s - self.duration_s <= tolerance_s:
+            return
+        where = (
+            f"decoding stops after {frames_read} of {reported} reported frames "
+            f"({self.duration_s:.1f} s of {expected_s:.1f} s)"
+        )
+        if info.structure_complete:
             raise VideoError(
-                "truncated",
-                f"{name}: the stream ends after {frames_read} of {reported} reported frames "
-                f"({self.duration_s:.1f} s of {reported / self.info.fps:.1f} s); the file is cut off "
-                "or damaged",
+                "corrupt_stream", f"{name}: {where} although the whole file is present: the stream is damaged"
             )
+        raise VideoError("truncated", f"{name}: {where}: the file is cut off or damaged")
 
     def _put(self, item: SampledFrame) -> bool:
         """Queue a frame, waking up regularly to notice close(); False once stopped."""
@@ -368,18 +385,35 @@ class FrameSampler:
             return
 
 
-def _read_head(path: Path) -> tuple[int, bytes]:
+def _read_head(path: Path) -> tuple[int, bytes, bool | None]:
+    """File size, first bytes, and whether the container structure shows the whole file is present.
+
+    A cut-off MP4 or AVI is recognised here, before FFmpeg, because FFmpeg's messages for it ("moov
+    atom not found", a short read) never reach us through OpenCV, and FFmpeg happily decodes the part
+    that is there.
+    """
     try:
         with path.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             head = fh.read(_HEAD_BYTES)
-            if _container_name(head) == "MP4/MOV" and not _bmff_has_index(fh, size):
-                # Checked here, before FFmpeg, because FFmpeg's message for it ("moov atom not
-                # found") never reaches us through OpenCV.
+            container = _container_name(head)
+            complete: bool | None = None
+            if container == "MP4/MOV":
+                layout = _bmff_layout(fh, size)
+                if layout == "no_index":
+                    raise VideoError(
+                        "truncated",
+                        f"{path.name}: MP4/MOV file has no index (moov box): the recording was cut off "
+                        "or is still being written",
+                    )
+                complete = _layout_complete(layout)
+            elif container == "AVI":
+                complete = _layout_complete(_riff_layout(fh, size))
+            if complete is False:
                 raise VideoError(
                     "truncated",
-                    f"{path.name}: MP4/MOV file has no index (moov box): the recording was cut off "
-                    "or is still being written",
+                    f"{path.name}: {container} file is cut off: its structure declares more data than the "
+                    f"{size} bytes present",
                 )
     except IsADirectoryError as exc:
         raise VideoError("unreadable", f"{path.name}: is a directory, not a file") from exc
@@ -387,7 +421,7 @@ def _read_head(path: Path) -> tuple[int, bytes]:
         raise VideoError("unreadable", f"{path}: cannot read: {exc.strerror or exc}") from exc
     if size == 0:
         raise VideoError("empty_file", f"{path.name}: empty file (0 bytes)")
-    return size, head
+    return size, head, complete
 
 
 def _container_name(head: bytes) -> str | None:
@@ -409,28 +443,69 @@ def _container_name(head: bytes) -> str | None:
     return None
 
 
-def _bmff_has_index(fh: BinaryIO, size: int) -> bool:
-    """Walk the top-level boxes of an MP4/MOV file; True when a complete ``moov`` box is present."""
+def _layout_complete(layout: str) -> bool | None:
+    return {"complete": True, "cut": False}.get(layout)
+
+
+def _is_fourcc(tag: bytes) -> bool:
+    return len(tag) == 4 and all(0x20 <= b < 0x7F for b in tag)
+
+
+def _bmff_layout(fh: BinaryIO, size: int) -> str:
+    """Walk the top-level boxes of an MP4/MOV file.
+
+    ``complete``: every box ends within the file, and a ``moov`` and media data (``mdat``) are
+    present; ``cut``: a box runs past the end of the file, or the file ends before any media data
+    (cut just after a leading index); ``no_index``: the boxes end without a ``moov``; ``unknown``: a
+    box header that is not one (zero padding from a pre-allocating recorder, garbage) after the
+    ``moov``.
+    """
     pos = 0
-    while pos + 8 <= size:
+    seen_index = seen_media = False
+    while pos < size:
         fh.seek(pos)
         header = fh.read(16)
         if len(header) < 8:
-            return False
+            return "cut" if seen_index else "no_index"
         short_size, box_type = struct.unpack(">I4s", header[:8])
         box_size = int(short_size)
         if box_size == 1:
             if len(header) < 16:
-                return False
+                return "cut" if seen_index else "no_index"
             box_size = int(struct.unpack(">Q", header[8:16])[0])
         elif box_size == 0:
             box_size = size - pos
-        if box_size < 8:
-            return False
-        if box_type == b"moov":
-            return pos + box_size <= size
+        if box_size < 8 or not _is_fourcc(box_type):
+            return "unknown" if seen_index else "no_index"
+        if pos + box_size > size:
+            return "cut" if seen_index or box_type != b"moov" else "no_index"
+        seen_index = seen_index or box_type == b"moov"
+        seen_media = seen_media or box_type == b"mdat"
         pos += box_size
-    return False
+    if not seen_index:
+        return "no_index"
+    return "complete" if seen_media else "cut"
+
+
+_RIFF_SIZE_PLACEHOLDERS: Final = frozenset({0, 0xFFFFFFFF})
+
+
+def _riff_layout(fh: BinaryIO, size: int) -> str:
+    """Walk the ``RIFF`` chunks of an AVI file (OpenDML files chain ``AVI `` and ``AVIX`` chunks).
+
+    ``complete``: every chunk ends within the file; ``cut``: one runs past its end; ``unknown``: a
+    writer that never finalised its sizes (placeholder 0 or 0xFFFFFFFF), or data that is not a chunk.
+    """
+    pos = 0
+    while pos + 12 <= size:
+        fh.seek(pos)
+        tag, chunk_size, _form = struct.unpack("<4sI4s", fh.read(12))
+        if tag != b"RIFF" or chunk_size in _RIFF_SIZE_PLACEHOLDERS:
+            return "unknown"
+        if pos + 8 + chunk_size > size:
+            return "cut"
+        pos += 8 + chunk_size + (chunk_size & 1)
+    return "complete" if pos > 0 else "cut"
 
 
 def _open_failure(path: Path, size: int, head: bytes) -> VideoError:

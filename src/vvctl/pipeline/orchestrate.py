@@ -50,7 +50,7 @@ from vvctl.core.timeutil import Clock, utcnow
 from vvctl.core.video import VideoError, VideoInfo, probe
 from vvctl.pipeline.discovery import Candidate, SettleTracker, free_destination, list_videos
 from vvctl.pipeline.quarantine import REASONS, write_error_record
-from vvctl.pipeline.scan import ScanParams, ScanProgress, ScanStopped, ScanTimeout, scan_video
+from vvctl.pipeline.scan import ScanParams, ScanProgress, ScanStopped, ScanTimeout, gpu_fell_back, scan_video
 from vvctl.pipeline.summarize import summarize
 from vvctl.pipeline.videostate import JobStatus, VideoRow, VideoStateStore, VideoStatus
 
@@ -123,16 +123,34 @@ class VideoFinished:
     result: VideoResult
 
 
-ProgressEvent = VideoStarted | VideoProgress | VideoFinished
-ProgressCallback = Callable[[ProgressEvent], None]
-
-
 @dataclass(frozen=True)
 class ModelUsed:
     name: str
     sha256: str
     provider: str
+    """The execution provider that actually runs the model."""
+    requested_providers: tuple[str, ...]
     fallback_reason: str | None
+    gpu_fallback: bool
+    """A GPU provider was requested but the model runs on CPU: analysis is much slower than planned."""
+
+    @property
+    def warning(self) -> str | None:
+        """The loud one-line warning for a GPU request that ended on CPU, else None."""
+        if not self.gpu_fallback:
+            return None
+        return f"GPU inference was requested but {self.name} runs on {self.provider}: {self.fallback_reason}"
+
+
+@dataclass(frozen=True)
+class ModelLoaded:
+    """The detector was loaded (once per run, on the first video that needs it)."""
+
+    model: ModelUsed
+
+
+ProgressEvent = ModelLoaded | VideoStarted | VideoProgress | VideoFinished
+ProgressCallback = Callable[[ProgressEvent], None]
 
 
 @dataclass(frozen=True)
@@ -161,6 +179,20 @@ class OrchestrateReport:
     analysis_s: float = 0.0
     sampled_fps: float = 0.0
     realtime_factor: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    """Problems that did not stop the run but need a person (a GPU request that ended on CPU)."""
+
+
+def model_used(detector: Detector) -> ModelUsed:
+    info = detector.info
+    return ModelUsed(
+        name=info.name,
+        sha256=info.sha256,
+        provider=info.provider,
+        requested_providers=tuple(info.requested_providers),
+        fallback_reason=info.fallback_reason,
+        gpu_fallback=gpu_fell_back(info.requested_providers, info.provider),
+    )
 
 
 def analysis_config_hash(settings: Settings) -> str:
@@ -278,6 +310,10 @@ class _Run:
                 batch_size=s.batch_size,
                 intra_op_threads=self.intra_op_threads,
             )
+            model = model_used(self.detector)
+            if model.warning is not None:
+                log.warning("gpu fallback", extra={"provider": model.provider, "reason": model.fallback_reason})
+            self._emit(ModelLoaded(model))
         return self.detector
 
     def _append(self, draft: LogLineDraft, tag: str) -> WrittenLogLine:
@@ -344,12 +380,16 @@ class _Run:
                 return
             self._duplicate(path, sha, candidate.size, row)
             return
-        if row.status is VideoStatus.PROCESSING and row.attempts >= self.settings.max_attempts:
+        if row.attempts >= self.settings.max_attempts and row.status in (VideoStatus.PROCESSING, VideoStatus.FAILED):
+            # PROCESSING: the process died in each attempt. FAILED: each attempt ended in an error that is
+            # not the file's reason code (an internal error), or max_attempts was lowered since.
+            reason = row.reason if row.status is VideoStatus.FAILED and row.reason in REASONS else "crashed"
+            how = "killed or crashed" if row.status is VideoStatus.PROCESSING else (row.error or "failed")
             message = (
-                f"vvctl stopped while analysing this video {row.attempts} times (killed or crashed); "
+                f"analysing this video failed {row.attempts} times (last: {how}); "
                 "it is set aside so it cannot block the backlog"
             )
-            self._quarantine(path, sha, candidate.size, reason="crashed", message=message, attempts=row.attempts)
+            self._quarantine(path, sha, candidate.size, reason=reason, message=message, attempts=row.attempts)
             return
         self._analyse(path, sha, candidate.size, position=position, total=total, in_place=False)
 
@@ -634,7 +674,7 @@ def orchestrate(
     )
     started_at = clock()
     with exclusive_lock(layout.lock(JOB), what="vvctl orchestrate"):
-        for directory in (layout.input, layout.processed, layout.corrupted, layout.analytic, layout.summaries):
+        for directory in _output_dirs(layout):
             remove_stale_temps(directory)
         writer = LogLineWriter(settings, clock=clock)
         with VideoStateStore(layout.state_db, clock=clock) as db:
@@ -677,9 +717,24 @@ def orchestrate(
             status = run.job_status(run.results)
             prefix = "run" if mode is Mode.ONCE else f"watch stopped after {passes} passes"
             summary = run.describe(run.results, backlog=backlog, prefix=prefix)
-            job_loglines.append(run.append_job_logline(run_id, status, summary).path)
+            try:
+                job_loglines.append(run.append_job_logline(run_id, status, summary).path)
+            except VVError as exc:
+                # Every video is handled; only the job's own record failed (disk full): say so in the DB.
+                db.finish_job(run_id, JobStatus.FAILED, f"{summary}; the job LogLine was not written: {exc.message}")
+                raise
             db.finish_job(run_id, status, summary)
     return _report(layout, mode, run, started_at, clock(), passes, backlog, run_id, status, job_loglines)
+
+
+def _output_dirs(layout: StorageLayout) -> list[Path]:
+    """Where a killed run may have left temp files (only those of dead writers are removed)."""
+    fixed = [layout.input, layout.processed, layout.corrupted, layout.analytic, layout.summaries]
+    try:
+        logs = sorted(p for p in layout.loglines.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError as exc:
+        raise StorageError(f"cannot list {layout.loglines}: {exc.strerror or exc}") from exc
+    return fixed + logs
 
 
 def _close_failed_run(run: _Run, db: VideoStateStore, run_id: int, exc: BaseException) -> None:
@@ -715,10 +770,8 @@ def _report(
     frames = sum(r.frames_sampled for r in analysed)
     media = sum(r.media_s for r in analysed)
     wall = sum(r.wall_s for r in analysed)
-    model = None
-    if run.detector is not None:
-        info = run.detector.info
-        model = ModelUsed(info.name, info.sha256, info.provider, info.fallback_reason)
+    model = None if run.detector is None else model_used(run.detector)
+    warnings = [] if model is None or model.warning is None else [model.warning]
     return OrchestrateReport(
         mode=mode,
         storage_root=layout.root,
@@ -740,4 +793,5 @@ def _report(
         analysis_s=round(wall, 3),
         sampled_fps=round(frames / wall, 2) if wall > 0 else 0.0,
         realtime_factor=round(media / wall, 2) if wall > 0 else 0.0,
+        warnings=warnings,
     )

@@ -25,6 +25,12 @@ from vvctl.core.video import FrameSampler, SampledFrame, VideoInfo, probe
 
 SCHEMA_VERSION = 1
 WATCHDOG_POLL_S = 0.05
+GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
+
+
+def gpu_fell_back(requested: Sequence[str], provider: str) -> bool:
+    """A GPU execution provider was asked for, but the model ended up on a non-GPU one (CPU)."""
+    return any(p in GPU_PROVIDERS for p in requested) and provider not in GPU_PROVIDERS
 
 
 class ScanTimeout(VVError):
@@ -205,6 +211,7 @@ def scan_video(
             "provider": model.provider,
             "requested_providers": list(model.requested_providers),
             "fallback_reason": model.fallback_reason,
+            "gpu_fallback": gpu_fell_back(model.requested_providers, model.provider),
             "labels": {str(class_id): label for class_id, label in sorted(model.labels.items())},
         },
         "sampling": {

@@ -70,6 +70,14 @@ class JobRun:
     summary: str | None
 
 
+@dataclass(frozen=True)
+class ChainHeadRow:
+    log: str
+    seq: int
+    hash: str
+    updated_at: str
+
+
 def _path(value: Any) -> Path | None:
     return None if value is None else Path(str(value))
 
@@ -282,6 +290,16 @@ class VideoStateStore:
     def last_job(self, job: str) -> JobRun | None:
         row = self._one("SELECT * FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT 1", (job,))
         return None if row is None else _job(row)
+
+    def last_runs(self) -> list[JobRun]:
+        """The newest run of every job that ever ran, by job name."""
+        rows = self._all("SELECT * FROM job_runs WHERE id IN (SELECT MAX(id) FROM job_runs GROUP BY job) ORDER BY job")
+        return [_job(row) for row in rows]
+
+    def chain_heads(self) -> list[ChainHeadRow]:
+        """The recorded head (newest seq and its hash) of every LogLine log."""
+        rows = self._all("SELECT log, seq, hash, updated_at FROM chain_heads ORDER BY log")
+        return [ChainHeadRow(row["log"], int(row["seq"]), row["hash"], row["updated_at"]) for row in rows]
 
     def last_finished_job(self, job: str, *statuses: JobStatus) -> JobRun | None:
         marks = ",".join("?" for _ in statuses)

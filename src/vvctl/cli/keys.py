@@ -1,0 +1,176 @@
+"""``vvctl keys``: list, rotate, revoke and export the public half of the signing keys.
+
+No command here ever shows a secret: the library hands out :class:`KeyInfo`, which has no secret field.
+Rotating or revoking appends a signed LogLine to the ``jobs`` log, signed by the key active afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vvctl.cli.render import emit
+from vvctl.cli.state import get_state
+from vvctl.core.keystore import KeyInfo
+from vvctl.core.settings import Settings
+
+app = typer.Typer(help="Manage the signing keys: list, rotate, revoke, export-public.", no_args_is_help=True)
+
+KeyStoreOption = Annotated[
+    Path | None, typer.Option("--key-store", help="Key store file (default: the configured key_store).")
+]
+
+
+@dataclass(frozen=True)
+class KeyList:
+    key_store: Path
+    keys: tuple[KeyInfo, ...]
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    key_store: Path
+    action: str
+    key: KeyInfo
+    changed: bool
+    active: KeyInfo | None
+    """The key that is active after the change, when the change made a new one."""
+    logline: Path | None
+
+
+@dataclass(frozen=True)
+class PublicExport:
+    path: Path
+    keys: tuple[KeyInfo, ...]
+    skipped_hmac: tuple[str, ...]
+
+
+def _settings(ctx: typer.Context, key_store: Path | None) -> Settings:
+    flags = {"key_store": str(key_store)} if key_store is not None else {}
+    return get_state(ctx).settings(**flags).settings
+
+
+def _key_table(keys: tuple[KeyInfo, ...]) -> Table:
+    table = Table("key id", "algorithm", "status", "created", "retired", "revoked", "public key")
+    for key in keys:
+        revoked = (key.revoked or "") + (f" ({key.revoked_reason})" if key.revoked_reason else "")
+        table.add_row(
+            key.key_id,
+            key.algorithm.value,
+            key.status.value,
+            key.created,
+            key.retired or "",
+            revoked,
+            key.public_key or "",
+        )
+    return table
+
+
+def _record(settings: Settings, did: str, this: str, key_id: str, slug: str) -> Path:
+    from vvctl.core.logline import LogLineDraft, LogLineWriter
+
+    draft = LogLineDraft(who="vvctl keys", did=did, this=this, status="ok", source={"type": "key", "id": key_id})
+    return LogLineWriter(settings).append("jobs", draft, slug=slug).path
+
+
+@app.command("list")
+def list_command(ctx: typer.Context, key_store: KeyStoreOption = None) -> None:
+    """List the keys in the key store (ids, algorithms, status; never secrets)."""
+    from vvctl.core.keystore import list_keys
+
+    settings = _settings(ctx, key_store)
+    report = KeyList(settings.key_store, list_keys(settings.key_store))
+
+    def human(console: Console, r: KeyList) -> None:
+        console.print(_key_table(r.keys))
+        console.print(f"key store {r.key_store}: {len(r.keys)} keys")
+
+    emit(get_state(ctx), report, "keys-list", human)
+
+
+def _show_change(console: Console, report: KeyChange) -> None:
+    if not report.changed:
+        console.print(f"key {report.key.key_id} was already {report.key.status.value}; nothing changed")
+        return
+    console.print(f"{report.action}: key {report.key.key_id} is now {report.key.status.value}")
+    if report.active is not None:
+        console.print(f"new active key: {report.active.key_id} ({report.active.algorithm.value})")
+    if report.logline is not None:
+        console.print(f"recorded in {report.logline}")
+
+
+@app.command("rotate")
+def rotate_command(ctx: typer.Context, key_store: KeyStoreOption = None) -> None:
+    """Retire the active key (what it signed stays valid) and make a new one, of the configured algorithm."""
+    from vvctl.core.keystore import rotate_key
+
+    settings = _settings(ctx, key_store)
+    rotation = rotate_key(settings.key_store, settings.signing_algorithm)
+    retired = rotation.retired
+    this = f"retired key {retired.key_id}" if retired else "no key was active"
+    logline = _record(
+        settings,
+        "rotated the signing key",
+        f"{this}; new active key {rotation.new.key_id} ({rotation.new.algorithm.value})",
+        rotation.new.key_id,
+        "keys-rotate",
+    )
+    report = KeyChange(settings.key_store, "rotated", retired or rotation.new, True, rotation.new, logline)
+    emit(get_state(ctx), report, "keys-rotate", _show_change)
+
+
+@app.command("revoke")
+def revoke_command(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The key to revoke (see 'vvctl keys list').")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the key store, max 500 chars).")] = None,
+    key_store: KeyStoreOption = None,
+) -> None:
+    """Revoke a key: every LogLine it signed verifies as INVALID (revoked_key). Revoking the active key
+    also makes a new active key."""
+    from vvctl.core.errors import UsageError
+    from vvctl.core.keystore import revoke_key
+
+    if reason is not None and len(reason) > 500:
+        raise UsageError("--reason is longer than 500 characters")
+    settings = _settings(ctx, key_store)
+    revocation = revoke_key(settings.key_store, key_id, algorithm=settings.signing_algorithm, reason=reason)
+    logline = None
+    if revocation.changed:
+        this = f"revoked key {key_id}" + (f" ({reason})" if reason else "")
+        if revocation.replacement is not None:
+            this += f"; new active key {revocation.replacement.key_id}"
+        logline = _record(settings, "revoked a signing key", this, key_id, "keys-revoke")
+    report = KeyChange(
+        settings.key_store, "revoked", revocation.revoked, revocation.changed, revocation.replacement, logline
+    )
+    emit(get_state(ctx), report, "keys-revoke", _show_change)
+
+
+@app.command("export-public")
+def export_public_command(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the public keys (JSON).")] = Path(
+        "vvctl-public-keys.json"
+    ),
+    key_store: KeyStoreOption = None,
+) -> None:
+    """Write the Ed25519 public keys an auditor needs to verify LogLines offline (HMAC keys are secret)."""
+    from vvctl.core.keystore import export_public_keys
+
+    settings = _settings(ctx, key_store)
+    export = export_public_keys(settings.key_store, out)
+    report = PublicExport(export.path, export.keys, export.skipped_hmac)
+
+    def human(console: Console, r: PublicExport) -> None:
+        console.print(_key_table(r.keys))
+        console.print(f"wrote {len(r.keys)} public keys to {r.path}")
+        if r.skipped_hmac:
+            console.print(f"left out {len(r.skipped_hmac)} HMAC keys (shared secrets): {', '.join(r.skipped_hmac)}")
+
+    emit(get_state(ctx), report, "keys-export-public", human)

@@ -1,0 +1,221 @@
+"""``vvctl orchestrate``: analyse every new video in ``input/`` once, sign the record, archive the video."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from vvctl.cli.console import make_console
+from vvctl.cli.render import emit
+from vvctl.cli.state import get_state
+from vvctl.core.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from vvctl.pipeline.orchestrate import OrchestrateReport, ProgressEvent, VideoResult
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set ``stop`` (the run finishes cleanly); a second signal acts as usual (kills)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _result_line(result: VideoResult) -> str:
+    detail = result.status or result.reason or ""
+    if result.outcome.value == "done":
+        speed = f"{result.frames_sampled / result.wall_s:.1f} frames/s" if result.wall_s > 0 else ""
+        return f"{result.outcome.value:<11} {result.name}: {detail} ({result.frames_sampled} frames, {speed})"
+    message = (result.message or "").removeprefix(f"{result.name}: ")
+    reason = f" ({result.reason})" if result.reason else ""
+    return f"{result.outcome.value:<11} {result.name}{reason}{': ' + message if message else ''}"
+
+
+class _Live:
+    """Turns library progress events into output: per-video lines, the GPU warning, and (on a terminal)
+    rich progress bars for the current video and the whole pass with sampled frames/s and ETA."""
+
+    def __init__(self, *, lines: bool, bars: bool, console: Console, warn: Callable[[str], None]) -> None:
+        self.lines = lines
+        self.console = console
+        self.warn = warn
+        self.progress: Progress | None = None
+        self.overall: TaskID | None = None
+        self.current: TaskID | None = None
+        if bars:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+
+    def __enter__(self) -> _Live:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def _print(self, text: str) -> None:
+        (self.progress.console if self.progress is not None else self.console).print(text, markup=False)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        from vvctl.pipeline.orchestrate import ModelLoaded, VideoFinished, VideoProgress, VideoStarted
+
+        if isinstance(event, ModelLoaded):
+            if event.model.warning is not None:
+                self.warn(event.model.warning)
+            return
+        if isinstance(event, VideoFinished):
+            if self.lines:
+                self._print(_result_line(event.result))
+            if self.progress is not None and self.overall is not None:
+                self.progress.advance(self.overall)
+            return
+        if self.progress is None:
+            return
+        if isinstance(event, VideoStarted):
+            if self.overall is None:
+                self.overall = self.progress.add_task("all videos", total=event.total, rate="")
+            self.progress.update(self.overall, total=event.total)
+            if self.current is not None:
+                self.progress.remove_task(self.current)
+            self.current = self.progress.add_task(
+                f"{event.position}/{event.total} {event.name}", total=event.expected_samples, rate=""
+            )
+        elif isinstance(event, VideoProgress) and self.current is not None:
+            rate = f"{event.frames_sampled / event.elapsed_s:.1f} frames/s" if event.elapsed_s > 0 else ""
+            self.progress.update(self.current, completed=event.frames_sampled, rate=rate)
+
+
+def _warn(message: str) -> None:
+    print(f"vvctl: WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def _human(console: Console, report: OrchestrateReport) -> None:
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in report.counts.items() if n) or "no video to process"
+    speed = ""
+    if report.frames_sampled:
+        speed = (
+            f"; {report.frames_sampled} frames sampled at {report.sampled_fps:g} frames/s "
+            f"({report.realtime_factor:g}x realtime)"
+        )
+    console.print(f"orchestrate {report.job_status}: {counts}{speed}", markup=False)
+    console.print(f"{report.backlog} video file(s) left in input/ ({report.waiting} still settling)", markup=False)
+    if report.counts.get("quarantined"):
+        console.print(f"quarantined videos are in {report.storage_root / 'corrupted'} with their .error.json")
+
+
+def exit_code(report: OrchestrateReport) -> ExitCode:
+    """The run's exit code (see the command help): findings only count in ``--once`` runs."""
+    if report.mode.value == "watch":
+        return ExitCode.OK
+    if report.stopped:
+        return ExitCode.INTERRUPTED
+    if report.counts.get("quarantined") or report.counts.get("failed"):
+        return ExitCode.FINDINGS
+    return ExitCode.OK
+
+
+def command(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once/--watch", help="Process the backlog and exit (default), or keep watching input/.")
+    ] = True,
+    interval: Annotated[
+        float | None,
+        typer.Option("--interval", min=0.1, help="Seconds between two scans of input/ with --watch [default: 10]."),
+    ] = None,
+    reprocess: Annotated[
+        bool, typer.Option("--reprocess", help="Analyse again done videos whose model or analysis settings changed.")
+    ] = False,
+    storage_root: Annotated[
+        Path | None, typer.Option("--storage-root", help="Storage root (overrides config and VV_STORAGE_ROOT).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Same as the global --json: print the report as JSON.")
+    ] = False,
+    settle: Annotated[
+        float | None,
+        typer.Option("--settle", min=0.0, help="Seconds a file's size and mtime must be stable (overrides settle_s)."),
+    ] = None,
+) -> None:
+    """Analyse every new video in input/ once: analytic JSON, summary JSON, signed LogLine, then move it
+    to processed/. Bad files go to corrupted/ with <name>.error.json; the run goes on.
+
+    --once (the default, for cron) processes the backlog and exits; --watch keeps polling input/ every
+    --interval seconds until SIGTERM or SIGINT, which stop it cleanly (the video being analysed stays in
+    input/ for the next run).
+
+    Exit codes: 0 every video handled (done, duplicate) or nothing to do, and a clean --watch stop;
+    1 a video was quarantined or an attempt failed in a --once run (someone should look at corrupted/);
+    4 another orchestrate holds the lock (this one exits at once); 5 model checksum mismatch;
+    6 storage problem such as a full disk (the run stops, nothing is lost; rerun when there is space);
+    7 no usable inference provider; 130 a --once run stopped by SIGTERM/SIGINT before the backlog was done.
+    A GPU provider that was requested but ended on CPU prints a warning on stderr (also in --json).
+    """
+    from vvctl.pipeline.orchestrate import Mode, orchestrate
+
+    state = get_state(ctx)
+    state.json = state.json or json_output
+    if once and interval is not None:
+        raise UsageError("--interval applies to --watch only")
+    flags: dict[str, Any] = {"storage_root": str(storage_root) if storage_root else None, "settle_s": settle}
+    settings = state.settings(**flags).settings
+    show = not (state.json or state.quiet)
+    bars = show and sys.stdout.isatty() and sys.stderr.isatty()
+    stop = threading.Event()
+    live = _Live(lines=show, bars=bars, console=make_console(stderr=bars), warn=_warn)
+    with _stop_on_signals(stop), live:
+        report = orchestrate(
+            settings,
+            mode=Mode.ONCE if once else Mode.WATCH,
+            interval_s=10.0 if interval is None else interval,
+            reprocess=reprocess,
+            stop=stop,
+            on_progress=live,
+        )
+    emit(state, report, "orchestrate", _human)
+    code = exit_code(report)
+    if code is not ExitCode.OK:
+        raise typer.Exit(int(code))

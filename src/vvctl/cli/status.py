@@ -1,0 +1,74 @@
+"""``vvctl status``: backlog, done, failed, quarantined, processing, last run of each job, LogLine heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vvctl.cli.render import emit
+from vvctl.cli.state import get_state
+
+if TYPE_CHECKING:
+    from vvctl.pipeline.status import StatusReport, VideoIssue
+
+
+def _issues(console: Console, title: str, issues: list[VideoIssue]) -> None:
+    if not issues:
+        return
+    table = Table("video", "attempts", "reason", "since", "detail", title=title, title_justify="left")
+    for issue in issues:
+        table.add_row(issue.name, str(issue.attempts), issue.reason or "", issue.since or "", issue.error or "")
+    console.print(table)
+
+
+def _human(console: Console, report: StatusReport) -> None:
+    backlog = report.backlog
+    oldest = "" if backlog.oldest_age_s is None else f", oldest {backlog.oldest_age_s:.0f} s old"
+    console.print(f"storage root {report.storage_root}", markup=False)
+    console.print(
+        f"backlog: {backlog.total} video file(s) in input/ "
+        f"({backlog.ready} ready, {backlog.settling} settling{oldest})",
+        markup=False,
+    )
+    videos = report.videos
+    console.print(
+        f"videos: {videos['done']} done, {videos['quarantined']} quarantined, {videos['failed']} failed, "
+        f"{videos['processing']} processing, {videos['pending']} pending; "
+        f"{report.processed_files} file(s) in processed/, {report.quarantined_files} in corrupted/",
+        markup=False,
+    )
+    _issues(console, "processing", report.processing)
+    _issues(console, "failed attempts (retried by the next run)", report.failed)
+    _issues(console, "quarantined", report.quarantined)
+    runs = Table("job", "run", "status", "started", "finished", "summary", title="last runs", title_justify="left")
+    for run in report.last_runs:
+        runs.add_row(run.job, str(run.id), run.status.value, run.started_at, run.finished_at or "", run.summary or "")
+    console.print(runs if report.last_runs else "last runs: no job has run yet")
+    heads = Table("log", "seq", "head hash", "updated", title="LogLine chain heads", title_justify="left")
+    for head in report.chain_heads:
+        heads.add_row(head.log, str(head.seq), head.hash, head.updated_at)
+    console.print(heads if report.chain_heads else "LogLine chain heads: no LogLine yet")
+
+
+def command(
+    ctx: typer.Context,
+    storage_root: Annotated[
+        Path | None, typer.Option("--storage-root", help="Storage root (overrides config and VV_STORAGE_ROOT).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Same as the global --json: print the report as JSON.")
+    ] = False,
+) -> None:
+    """Show the backlog in input/ (settling files included), done, failed, quarantined and processing
+    videos, the last run of each job and the head of each LogLine chain. Exit code 0; 6 when the storage
+    root is not set up."""
+    from vvctl.pipeline.status import collect_status
+
+    state = get_state(ctx)
+    state.json = state.json or json_output
+    settings = state.settings(storage_root=str(storage_root) if storage_root else None).settings
+    emit(state, collect_status(settings), "status", _human)

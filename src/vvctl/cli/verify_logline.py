@@ -1,0 +1,97 @@
+"""``vvctl verify-logline``: a verdict per LogLine file, then the chain of every log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vvctl.cli.render import emit
+from vvctl.cli.state import get_state
+from vvctl.core.verify import Verdict, VerifyReport
+
+# Above this many files people see only the invalid ones (and the counts) unless they ask for --all.
+LIST_ALL_UP_TO = 50
+
+
+def _human(console: Console, report: VerifyReport, *, list_all: bool) -> None:
+    shown = (
+        report.results
+        if list_all or len(report.results) <= LIST_ALL_UP_TO
+        else [r for r in report.results if r.verdict is Verdict.INVALID]
+    )
+    if shown:
+        table = Table("path", "log", "seq", "verdict", "reason", "detail")
+        for result in shown:
+            verdict = "[green]VALID[/]" if result.valid else "[red]INVALID[/]"
+            seq = "" if result.seq is None else str(result.seq)
+            reason = result.reason.value if result.reason else ""
+            table.add_row(result.path, result.log or "", seq, verdict, reason, result.detail)
+        console.print(table)
+    for summary in report.logs.values():
+        span = f"seq {summary.first_seq}-{summary.last_seq}" if summary.first_seq is not None else "no LogLines"
+        state = "[green]intact[/]" if summary.intact else "[red]NOT intact[/]"
+        line = f"log {summary.log}: {summary.records} LogLines ({span}), {summary.invalid} invalid, chain {state}"
+        if summary.head_hash:
+            line += f"; head {summary.last_seq}:{summary.head_hash}"
+        console.print(line, soft_wrap=True)  # the head must stay copyable as one LOG:SEQ:HASH line
+        for problem in summary.problems:
+            console.print(f"  [red]{problem}[/]")
+    hidden = len(report.results) - len(shown)
+    note = f" ({hidden} valid not listed; --all lists them)" if hidden else ""
+    outcome = "[green]all valid[/]" if report.ok else "[red]INVALID LogLines found[/]"
+    console.print(
+        f"{len(report.results)} LogLines checked: {report.valid} valid, {report.invalid} invalid{note}: {outcome}"
+    )
+
+
+def command(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="LogLine files or directories (searched recursively).")],
+    key_store: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-store", help="Key store to verify with (default: the configured one, unless --public-key)."
+        ),
+    ] = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option("--public-key", help="Exported Ed25519 public keys ('vvctl keys export-public'); repeatable."),
+    ] = None,
+    expect_head: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--expect-head",
+            help="Expected head LOG:SEQ:HASH (or SEQ:HASH when there is one log); detects a cut-off tail. Repeatable.",
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint", help="Signed checkpoint ('vvctl checkpoint') giving the expected head. Repeatable."
+        ),
+    ] = None,
+    list_all: Annotated[
+        bool, typer.Option("--all", help=f"List every file, not only invalid ones, above {LIST_ALL_UP_TO} files.")
+    ] = False,
+) -> None:
+    """Verify LogLines: signature, schema, key, canonical bytes and chain (no gap, reorder, fork or cut tail).
+
+    Exit 0 when every LogLine is valid and every chain intact, 1 when not, 2 for bad arguments.
+    """
+    from vvctl.core.keystore import load_verification_keys
+    from vvctl.core.verify import resolve_expected_heads, verify_paths
+
+    state = get_state(ctx)
+    public_keys = list(public_key or [])
+    if key_store is None and not public_keys:
+        key_store = state.settings().settings.key_store
+    keys = load_verification_keys(key_store, public_keys)
+    expected = resolve_expected_heads(list(expect_head or []), list(checkpoint or []), keys)
+    report = verify_paths(paths, keys, expect_heads=expected)
+    emit(state, report, "verify-logline", lambda console, r: _human(console, r, list_all=list_all))
+    if not report.ok:
+        raise typer.Exit(1)

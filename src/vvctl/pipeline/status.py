@@ -1,0 +1,122 @@
+"""``vvctl status``: what is waiting, what was done, what went wrong, and when each job last ran.
+
+Read-only apart from opening the state database (which applies pending migrations). The backlog is
+counted from the files really in ``input/``, the rest from the state database, so a video dropped in
+a second ago shows up at once, as ``settling``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vvctl.core.errors import StorageError
+from vvctl.core.layout import StorageLayout, check_storage_root
+from vvctl.core.settings import Settings
+from vvctl.pipeline.discovery import list_videos
+from vvctl.pipeline.videostate import ChainHeadRow, JobRun, VideoRow, VideoStateStore, VideoStatus
+
+
+@dataclass(frozen=True)
+class Backlog:
+    total: int
+    """Video files in ``input/`` (hidden upload temp files and symlinks are not counted)."""
+    ready: int
+    """Of those, files whose mtime is at least ``settle_s`` old: the next run picks them up."""
+    settling: int
+    """Files still being written (or written less than ``settle_s`` ago)."""
+    oldest_age_s: float | None
+    """Age of the oldest file in ``input/`` by its mtime; None when ``input/`` is empty."""
+
+
+@dataclass(frozen=True)
+class VideoIssue:
+    name: str
+    sha256: str
+    status: str
+    attempts: int
+    reason: str | None
+    error: str | None
+    path: Path
+    since: str | None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    storage_root: Path
+    backlog: Backlog
+    videos: dict[str, int]
+    """Rows of the state database by status (one row per distinct video content)."""
+    processed_files: int
+    """Video files in ``processed/`` (done videos plus archived duplicates)."""
+    quarantined_files: int
+    """Video files in ``corrupted/`` (each with its ``.error.json``)."""
+    processing: list[VideoIssue] = field(default_factory=list)
+    failed: list[VideoIssue] = field(default_factory=list)
+    """Failed attempts waiting for a retry (or files gone missing mid-analysis)."""
+    quarantined: list[VideoIssue] = field(default_factory=list)
+    last_runs: list[JobRun] = field(default_factory=list)
+    chain_heads: list[ChainHeadRow] = field(default_factory=list)
+
+
+def _issue(row: VideoRow) -> VideoIssue:
+    return VideoIssue(
+        name=row.name,
+        sha256=row.sha256,
+        status=row.status.value,
+        attempts=row.attempts,
+        reason=row.reason,
+        error=row.error,
+        path=row.path,
+        since=row.finished_at or row.started_at or row.first_seen,
+    )
+
+
+def _count_videos(directory: Path, extensions: tuple[str, ...]) -> int:
+    return len(list_videos(directory, extensions))
+
+
+def _backlog(layout: StorageLayout, settings: Settings, now: float) -> Backlog:
+    candidates = list_videos(layout.input, settings.video_extensions)
+    ready = sum(1 for c in candidates if now - c.mtime_ns / 1e9 >= settings.settle_s)
+    oldest = min((c.mtime_ns for c in candidates), default=None)
+    return Backlog(
+        total=len(candidates),
+        ready=ready,
+        settling=len(candidates) - ready,
+        oldest_age_s=None if oldest is None else round(max(now - oldest / 1e9, 0.0), 1),
+    )
+
+
+def collect_status(settings: Settings, *, now: float | None = None) -> StatusReport:
+    """Gather the status of the storage root in ``settings`` (``now``: wall-clock seconds, for tests)."""
+    layout = StorageLayout(check_storage_root(settings.storage_root))
+    for directory in (layout.input, layout.processed, layout.corrupted, layout.state):
+        if not directory.is_dir():
+            raise StorageError(
+                f"storage root {layout.root} is not set up ({directory.name}/ is missing); run 'vvctl bootstrap' first"
+            )
+    if not os.access(layout.state, os.R_OK | os.X_OK):
+        raise StorageError(f"cannot read {layout.state}: permission denied")
+    backlog = _backlog(layout, settings, time.time() if now is None else now)
+    with VideoStateStore(layout.state_db) as db:
+        counts = db.counts()
+        processing = [_issue(r) for r in db.with_status(VideoStatus.PROCESSING)]
+        failed = [_issue(r) for r in db.with_status(VideoStatus.FAILED)]
+        quarantined = [_issue(r) for r in db.with_status(VideoStatus.QUARANTINED)]
+        last_runs = db.last_runs()
+        heads = db.chain_heads()
+    return StatusReport(
+        storage_root=layout.root,
+        backlog=backlog,
+        videos={status.value: counts[status] for status in VideoStatus},
+        processed_files=_count_videos(layout.processed, settings.video_extensions),
+        quarantined_files=_count_videos(layout.corrupted, settings.video_extensions),
+        processing=processing,
+        failed=failed,
+        quarantined=quarantined,
+        last_runs=last_runs,
+        chain_heads=heads,
+    )

@@ -1,0 +1,140 @@
+"""The LogLine writer: signed, chained, durable appends that several processes can make at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from vvctl.core.canonical import canonicalize
+from vvctl.core.errors import IntegrityError, UsageError
+from vvctl.core.keystore import ensure_keystore, load_keystore
+from vvctl.core.logline import ZERO_HASH, LogLineDraft, LogLineWriter, export_checkpoint
+from vvctl.core.settings import Settings, load_settings
+from vvctl.core.state import connect
+from vvctl.core.verify import verify_paths
+
+
+def draft(number: int) -> LogLineDraft:
+    return LogLineDraft("vvctl test", "analysed video", f"video {number}", "ok", {"type": "video", "id": f"v{number}"})
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    loaded = load_settings(tmp_path / "config.toml", env={}, flags={"storage_root": str(tmp_path / "storage")})
+    ensure_keystore(loaded.settings.key_store, "hmac-sha256")
+    return loaded.settings
+
+
+def keys(settings: Settings):  # type: ignore[no-untyped-def]
+    return load_keystore(settings.key_store).verification_keys()
+
+
+def test_appends_form_a_chain_of_canonical_signed_files(settings: Settings) -> None:
+    writer = LogLineWriter(settings)
+    written = [writer.append("videos", draft(n), slug=f"Clip {n}.MP4") for n in range(3)]
+    assert [w.seq for w in written] == [1, 2, 3]
+    assert written[0].path.name == "00000001.clip-0-mp4.logline.json"
+    prev = ZERO_HASH
+    for item in written:
+        data = item.path.read_bytes()
+        record = json.loads(data)
+        assert data == canonicalize(record)
+        assert record["prev"] == prev
+        assert item.hash == hashlib.sha256(data).hexdigest()
+        prev = item.hash
+        md = item.md_path.read_text(encoding="utf-8")
+        assert f"LogLine videos #{item.seq}" in md and item.hash in md
+    head = writer.head("videos")
+    assert head is not None and (head.seq, head.hash) == (3, written[-1].hash)
+    assert verify_paths([written[0].path.parent], keys(settings)).ok
+
+
+def test_invalid_drafts_are_refused(settings: Settings) -> None:
+    writer = LogLineWriter(settings)
+    with pytest.raises(UsageError, match="status"):
+        writer.append("videos", LogLineDraft("w", "d", "t", "great", {"type": "video", "id": "x"}), slug="x")
+    with pytest.raises(UsageError, match="log name"):
+        writer.append("Videos", draft(1), slug="x")
+    assert writer.head("videos") is None
+
+
+def test_crash_between_rename_and_head_update_is_reconciled(settings: Settings) -> None:
+    writer = LogLineWriter(settings)
+    writer.append("videos", draft(0), slug="a")
+    second = writer.append("videos", draft(1), slug="b")
+    # Simulate a kill after the file was renamed into place: the head row still names seq 1, no .md yet.
+    second.md_path.unlink()
+    conn = connect(writer.layout.state_db)
+    first_hash = hashlib.sha256(next(second.path.parent.glob("00000001.*.json")).read_bytes()).hexdigest()
+    conn.execute("UPDATE chain_heads SET seq = 1, hash = ? WHERE log = 'videos'", (first_hash,))
+    conn.close()
+    third = writer.append("videos", draft(2), slug="c")
+    assert third.seq == 3 and json.loads(third.path.read_bytes())["prev"] == second.hash
+    assert second.md_path.exists()
+    assert verify_paths([third.path.parent], keys(settings)).ok
+
+
+def test_writer_refuses_a_tampered_or_removed_head(settings: Settings) -> None:
+    writer = LogLineWriter(settings)
+    writer.append("videos", draft(0), slug="a")
+    last = writer.append("videos", draft(1), slug="b")
+    original = last.path.read_bytes()
+    last.path.write_bytes(original.replace(b"video 1", b"video 7"))
+    with pytest.raises(IntegrityError, match="changed after it was written"):
+        writer.append("videos", draft(2), slug="c")
+    last.path.unlink()
+    with pytest.raises(IntegrityError, match="removed"):
+        writer.append("videos", draft(2), slug="c")
+
+
+def test_checkpoint_exports_the_signed_head(settings: Settings, tmp_path: Path) -> None:
+    writer = LogLineWriter(settings)
+    last = writer.append("jobs", draft(0), slug="a")
+    document = export_checkpoint(settings, "jobs", tmp_path / "out" / "cp.json")
+    assert (document["log"], document["seq"], document["hash"]) == ("jobs", 1, last.hash)
+    assert (tmp_path / "out" / "cp.json").read_bytes() == canonicalize(document)
+    with pytest.raises(UsageError, match="no LogLines"):
+        export_checkpoint(settings, "videos", tmp_path / "cp2.json")
+
+
+APPENDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from vvctl.core.logline import LogLineDraft, LogLineWriter
+    from vvctl.core.settings import load_settings
+
+    config, root, worker, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    loaded = load_settings(Path(config), env={}, flags={"storage_root": root})
+    writer = LogLineWriter(loaded.settings)
+    for n in range(count):
+        draft = LogLineDraft("vvctl test", "appended", f"worker {worker} item {n}", "ok", {"type": "job", "id": f"{worker}-{n}"})
+        writer.append("videos", draft, slug=f"w{worker}-{n}")
+    """
+)
+
+
+def test_concurrent_processes_leave_one_valid_chain(settings: Settings, tmp_path: Path) -> None:
+    workers, each = 4, 25
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", APPENDER, str(tmp_path / "config.toml"), str(settings.storage_root), str(w), str(each)]
+        )
+        for w in range(workers)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0] * workers
+    directory = settings.storage_root / "loglines" / "videos"
+    report = verify_paths([directory], keys(settings))
+    assert report.ok, [r for r in report.results if not r.valid]
+    assert report.valid == workers * each
+    ids = {json.loads(p.read_bytes())["source"]["id"] for p in directory.glob("*.logline.json")}
+    assert ids == {f"{w}-{n}" for w in range(workers) for n in range(each)}
+    summary = report.logs["videos"]
+    head = LogLineWriter(settings).head("videos")
+    assert head is not None and (summary.last_seq, summary.head_hash) == (head.seq, head.hash) == (100, head.hash)
