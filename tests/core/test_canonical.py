@@ -60,8 +60,18 @@ def test_rfc_number_serialization(bits: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1e21", "1e+21"), ("1e-7", "1e-7"), ("-0", "0"), ("-0.0", "0"), ("333333333.33333329", "333333333.3333333"),
-     ("4.50", "4.5"), ("2e-3", "0.002"), ("0.000001", "0.000001"), ("1E30", "1e+30"), ("100", "100")],
+    [
+        ("1e21", "1e+21"),
+        ("1e-7", "1e-7"),
+        ("-0", "0"),
+        ("-0.0", "0"),
+        ("333333333.33333329", "333333333.3333333"),
+        ("4.50", "4.5"),
+        ("2e-3", "0.002"),
+        ("0.000001", "0.000001"),
+        ("1E30", "1e+30"),
+        ("100", "100"),
+    ],
 )
 def test_number_literals(text: str, expected: str) -> None:
     assert canonicalize(json.loads(text)) == expected.encode()
@@ -133,8 +143,10 @@ plain_values = st.recursive(
     | st.booleans()
     | st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
     | st.text(st.characters(exclude_categories=("Cs",))),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=6), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=6), children, max_size=4)
+    ),
     max_leaves=12,
 )
 

@@ -114,7 +114,8 @@ APPENDER = textwrap.dedent(
     loaded = load_settings(Path(config), env={}, flags={"storage_root": root})
     writer = LogLineWriter(loaded.settings)
     for n in range(count):
-        draft = LogLineDraft("vvctl test", "appended", f"worker {worker} item {n}", "ok", {"type": "job", "id": f"{worker}-{n}"})
+        source = {"type": "job", "id": f"{worker}-{n}"}
+        draft = LogLineDraft("vvctl test", "appended", f"worker {worker} item {n}", "ok", source)
         writer.append("videos", draft, slug=f"w{worker}-{n}")
     """
 )
@@ -124,7 +125,15 @@ def test_concurrent_processes_leave_one_valid_chain(settings: Settings, tmp_path
     workers, each = 4, 25
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", APPENDER, str(tmp_path / "config.toml"), str(settings.storage_root), str(w), str(each)]
+            [
+                sys.executable,
+                "-c",
+                APPENDER,
+                str(tmp_path / "config.toml"),
+                str(settings.storage_root),
+                str(w),
+                str(each),
+            ]
         )
         for w in range(workers)
     ]

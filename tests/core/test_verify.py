@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -15,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vvctl.core import verify
 from vvctl.core.canonical import canonicalize
 from vvctl.core.errors import InputError, IntegrityError, UsageError
 from vvctl.core.keystore import KeyStore, ensure_keystore, load_keystore, revoke_key, rotate_key
 from vvctl.core.logline import ZERO_HASH, LogLineDraft, LogLineWriter, make_checkpoint, signed_bytes
 from vvctl.core.settings import Settings, load_settings
-from vvctl.core import verify
 from vvctl.core.signing import Signer, VerificationKeys
 from vvctl.core.verify import (
     Reason,
@@ -105,7 +106,8 @@ def test_any_record_signs_and_verifies(stores: dict[str, KeyStore], record: dict
     assert both(data, store.verification_keys()) == (Verdict.VALID, None)
     # ... and through the fast path itself, not a fallback to the reference checks.
     digest = hashlib.sha256(data).hexdigest()
-    assert verify._fast_verdict("x", data, data.decode(), digest, store.verification_keys()) is not None
+    table = verify._KeyTable.of(store.verification_keys())
+    assert verify._fast_verdict("x", data, data.decode(), digest, table) is not None
 
 
 def _paths(value: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -130,13 +132,17 @@ def _changed(value: Any, data: st.DataObject) -> Any:
     if isinstance(value, int):
         return data.draw(st.integers(-(2**53) + 1, 2**53 - 1).filter(lambda v: v != value))
     if isinstance(value, str):
-        return data.draw(st.one_of(text, hex64, st.just(value.upper()), st.just(value + "0")).filter(lambda v: v != value))
+        return data.draw(
+            st.one_of(text, hex64, st.just(value.upper()), st.just(value + "0")).filter(lambda v: v != value)
+        )
     return data.draw(st.sampled_from([{}, [], "x", 1]))
 
 
 @FAST
 @given(record=records(), data=st.data())
-def test_any_single_field_change_is_invalid(stores: dict[str, KeyStore], record: dict[str, Any], data: st.DataObject) -> None:
+def test_any_single_field_change_is_invalid(
+    stores: dict[str, KeyStore], record: dict[str, Any], data: st.DataObject
+) -> None:
     store = stores[data.draw(st.sampled_from(["hmac-sha256", "ed25519"]))]
     signed = json.loads(sign(record, store.signer()))
     path = data.draw(st.sampled_from(list(_paths(signed))))
@@ -191,12 +197,12 @@ def test_any_inserted_or_deleted_byte_is_invalid(
     if data.draw(st.booleans()):
         del original[position]
     else:
-        original.insert(position, data.draw(st.sampled_from(b" \n\t,0a\\\"}")))
+        original.insert(position, data.draw(st.sampled_from(b' \n\t,0a\\"}')))
     verdict, _ = both(bytes(original), store.verification_keys())
     assert verdict is Verdict.INVALID
 
 
-def _sample(stores: dict[str, KeyStore], algorithm: str = "hmac-sha256", **changes: Any) -> dict[str, Any]:
+def _sample(**changes: Any) -> dict[str, Any]:
     record = {
         "schema_version": 1,
         "log": "videos",
@@ -218,7 +224,7 @@ def _sample(stores: dict[str, KeyStore], algorithm: str = "hmac-sha256", **chang
     [
         (b"\xff\xfe{}", Reason.NOT_UTF8),
         (b"", Reason.MALFORMED_JSON),
-        (b"{\"seq\": NaN}", Reason.MALFORMED_JSON),
+        (b'{"seq": NaN}', Reason.MALFORMED_JSON),
         (b"[" * 100_000, Reason.MALFORMED_JSON),
         (os.urandom(64) + b"\x00", None),
         (b"[]", Reason.SCHEMA_VIOLATION),
@@ -234,7 +240,7 @@ def test_garbage_gets_a_verdict(stores: dict[str, KeyStore], data: bytes, reason
 
 def test_whitespace_or_key_order_is_not_canonical(stores: dict[str, KeyStore]) -> None:
     store = stores["hmac-sha256"]
-    record = json.loads(sign(_sample(stores), store.signer()))
+    record = json.loads(sign(_sample(), store.signer()))
     keys = store.verification_keys()
     assert both(json.dumps(record, sort_keys=True).encode(), keys) == (Verdict.INVALID, Reason.NOT_CANONICAL)
     reordered = dict(reversed(list(record.items())))
@@ -245,7 +251,7 @@ def test_whitespace_or_key_order_is_not_canonical(stores: dict[str, KeyStore]) -
 
 def test_unknown_revoked_and_downgraded_keys(stores: dict[str, KeyStore], tmp_path: Path) -> None:
     hmac_store, ed_store = stores["hmac-sha256"], stores["ed25519"]
-    record = _sample(stores)
+    record = _sample()
     assert both(sign(record, ed_store.signer()), hmac_store.verification_keys())[1] is Reason.UNKNOWN_KEY_ID
 
     # Downgrade: the key is Ed25519, the record claims HMAC (signed with the public key as HMAC secret).
@@ -253,7 +259,7 @@ def test_unknown_revoked_and_downgraded_keys(stores: dict[str, KeyStore], tmp_pa
     forged = Signer(
         ed_key.key_id,
         hmac_store.signer().algorithm,
-        lambda message: hashlib.sha256(bytes.fromhex(ed_key.public_key or "") + message).digest(),
+        lambda message: hmac.digest(bytes.fromhex(ed_key.public_key or ""), message, hashlib.sha256),
     )
     assert both(sign(record, forged), ed_store.verification_keys())[1] is Reason.ALGORITHM_MISMATCH
 
@@ -268,7 +274,7 @@ def test_unknown_revoked_and_downgraded_keys(stores: dict[str, KeyStore], tmp_pa
 def test_retired_key_still_verifies(tmp_path: Path) -> None:
     path = tmp_path / "store.json"
     ensure_keystore(path, "ed25519")
-    data = sign(_sample({}), load_keystore(path).signer())
+    data = sign(_sample(), load_keystore(path).signer())
     rotate_key(path, "hmac-sha256")
     assert both(data, load_keystore(path).verification_keys()) == (Verdict.VALID, None)
 
@@ -301,13 +307,15 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
     ensure_keystore(loaded.settings.key_store, "hmac-sha256")
     writer = LogLineWriter(loaded.settings)
     for number in range(CHAIN):
-        draft = LogLineDraft("vvctl test", "analysed video", f"video {number}", "ok", {"type": "video", "id": f"v{number}"})
+        draft = LogLineDraft(
+            "vvctl test", "analysed video", f"video {number}", "ok", {"type": "video", "id": f"v{number}"}
+        )
         writer.append("videos", draft, slug=f"video-{number}")
     return loaded.settings, root / "storage" / "loglines" / "videos"
 
 
 @pytest.fixture
-def copy_chain(chain: tuple[Settings, Path]) -> Callable[[], tuple[Path, list[Path], VerificationKeys]]:
+def copy_chain(chain: tuple[Settings, Path]) -> Iterator[Callable[[], tuple[Path, list[Path], VerificationKeys]]]:
     """A fresh copy of the chain per call (hypothesis runs many examples in one test)."""
     settings_, source = chain
     keys = load_keystore(settings_.key_store).verification_keys()
@@ -320,7 +328,7 @@ def copy_chain(chain: tuple[Settings, Path]) -> Callable[[], tuple[Path, list[Pa
         shutil.copytree(source, target)
         return target, sorted(target.glob("*.logline.json")), keys
 
-    yield make  # type: ignore[misc]
+    yield make
     for path in made:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -393,8 +401,10 @@ def test_renumbering_to_insert_a_slot_is_reordered(copy_chain: Any, index: int) 
 def test_inserting_a_signed_record_is_a_fork(chain: tuple[Settings, Path], copy_chain: Any, index: int) -> None:
     directory, files, keys = copy_chain()
     prev = ZERO_HASH if index == 0 else hashlib.sha256(files[index - 1].read_bytes()).hexdigest()
-    record = _sample({}, seq=index + 1, prev=prev, this="inserted later")
-    (directory / f"{index + 1:08d}.inserted.logline.json").write_bytes(sign(record, load_keystore(chain[0].key_store).signer()))
+    record = _sample(seq=index + 1, prev=prev, this="inserted later")
+    (directory / f"{index + 1:08d}.inserted.logline.json").write_bytes(
+        sign(record, load_keystore(chain[0].key_store).signer())
+    )
     report = verify_paths([directory], keys)
     flagged = {Path(r.path).name: r.reason for r in report.results if not r.valid}
     assert flagged.get(f"{index + 1:08d}.inserted.logline.json") is Reason.FORK
@@ -485,3 +495,35 @@ def test_checkpoint_round_trip_and_tampering(chain: tuple[Settings, Path], copy_
         load_checkpoint(path, VerificationKeys())
     with pytest.raises(UsageError):
         load_checkpoint(tmp_path / "missing.json", keys)
+
+
+@pytest.mark.parametrize(
+    ("changes", "valid"),
+    [
+        ({"who": "w" * 256}, True),
+        ({"who": "w" * 257}, False),
+        ({"did": "\n" * 256}, True),  # 512 raw characters, 256 decoded: the reference path counts exactly
+        ({"did": "\u0001" * 257}, False),
+        ({"this": "é" * 8192}, True),
+        ({"this": "t" * 8193}, False),
+        ({"source": {"type": "video", "id": "i" * 1024, "path": "p" * 4096}}, True),
+        ({"source": {"type": "video", "id": "i" * 1025}}, False),
+        ({"confirmed_by": "c" * 2048, "if_ok": "o" * 2048, "if_not": "n" * 2048}, True),
+        ({"if_not": "n" * 2049}, False),
+        ({"seq": 2**53 - 1}, True),
+        ({"seq": 1}, False),  # seq 1 must have 64 zeros as prev
+        ({"seq": 1, "prev": ZERO_HASH}, True),
+        ({"log": "a" * 32}, True),
+        ({"log": "a" * 33}, False),
+        ({"when": "2026-02-30T24:00:00Z"}, False),
+        ({"source": {"type": "video", "id": "x", "sha256": "A" * 64}}, False),
+    ],
+)
+def test_schema_limits_agree_between_fast_and_reference_paths(
+    stores: dict[str, KeyStore], changes: dict[str, Any], valid: bool
+) -> None:
+    store = stores["ed25519"]
+    verdict, reason = both(sign(_sample(**changes), store.signer()), store.verification_keys())
+    assert (verdict is Verdict.VALID) is valid
+    if not valid:
+        assert reason is Reason.SCHEMA_VIOLATION

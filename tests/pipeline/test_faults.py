@@ -70,15 +70,35 @@ def _no_frames(tmp: Path, videos: Path) -> Path:
     return path
 
 
+def _unknown_codec(tmp: Path, videos: Path) -> Path:
+    import cv2
+
+    source = tmp / "mjpeg.avi"
+    cap = cv2.VideoCapture(str(videos / "vtest.avi"))
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (768, 576))
+    for _ in range(20):
+        ok, frame = cap.read()
+        assert ok
+        writer.write(frame)
+    writer.release()
+    cap.release()
+    data = source.read_bytes()
+    assert data.count(b"MJPG") == 2  # the stream header's handler and the bitmap header's compression
+    path = tmp / "unknown-codec.avi"
+    path.write_bytes(data.replace(b"MJPG", b"QQQQ"))  # a FourCC no decoder claims
+    return path
+
+
 FAULTS: list[tuple[Callable[[Path, Path], Path], set[str]]] = [
     (_zero_byte, {"empty_file"}),
     (_truncated, {"truncated"}),
     (_truncated_avi, {"truncated"}),
     (_random_bytes, {"not_a_video"}),
     (_text, {"not_a_video"}),
-    # The demuxer stops at the damage: the decoder sees a stream that ends far too early.
-    (_mid_stream_corrupt, {"corrupt_stream", "truncated"}),
+    # Damage in the middle of a complete file: decoding stops early although every byte is there.
+    (_mid_stream_corrupt, {"corrupt_stream"}),
     (_no_frames, {"no_frames"}),
+    (_unknown_codec, {"unsupported_codec"}),
 ]
 
 

@@ -173,12 +173,9 @@ def test_status_json_matches_the_storage_root(box: Box, clips: dict[str, Path], 
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)
     assert status["kind"] == "status"
-    assert status["backlog"] == {
-        "total": 1,
-        "ready": 0,
-        "settling": 1,
-        "oldest_age_s": status["backlog"]["oldest_age_s"],
-    }
+    backlog = status["backlog"]
+    assert (backlog["total"], backlog["ready"], backlog["settling"]) == (1, 0, 1)  # the fresh walkway clip
+    assert 0 <= backlog["oldest_age_s"] < 60
     assert status["videos"] == {"pending": 0, "processing": 0, "done": 2, "failed": 0, "quarantined": 1}
     assert status["processed_files"] == len(box.videos_in("processed")) == 2
     assert status["quarantined_files"] == len(box.videos_in("corrupted")) == 1

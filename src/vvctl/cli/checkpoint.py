@@ -33,8 +33,8 @@ def _human(console: Console, report: CheckpointReport) -> None:
 
 def command(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Where to write the checkpoint (JSON).")],
-    log: Annotated[str, typer.Option("--log", help="The log whose head to sign.")] = "videos",
+    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where to write the checkpoint (JSON).")],
+    log: Annotated[str, typer.Option("--log", metavar="LOG", help="The log whose head to sign.")] = "videos",
 ) -> None:
     """Write a signed checkpoint (seq and hash of the newest LogLine) that detects a cut-off tail later."""
     from vvctl.core.logline import check_log_name, export_checkpoint

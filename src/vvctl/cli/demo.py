@@ -21,8 +21,6 @@ def _human(console: Console, report: DemoReport) -> None:
     table = Table("step", "result", "seconds", show_header=True)
     table.add_row("bootstrap", f"storage root {report.storage_root}", f"{report.bootstrap_s:.2f}")
     provider = report.provider or "-"
-    if report.fallback_reason:
-        provider += f" (fallback: {report.fallback_reason})"
     table.add_row(
         "orchestrate",
         f"{video.name}: {video.outcome.value}, {video.frames_sampled} frames sampled on {provider}",
@@ -32,6 +30,8 @@ def _human(console: Console, report: DemoReport) -> None:
     checked = f"{report.loglines_valid}/{report.loglines_checked} LogLines {verdict}"
     table.add_row("verify-logline", checked, f"{report.verify_s:.2f}")
     console.print(table)
+    if report.fallback_reason:
+        console.print(f"note: inference fell back to {provider}: {report.fallback_reason}")
     if video.text:
         console.print(f"summary: {video.text}")
     for label, path in (("analytic", video.analytic), ("summary", video.summary), ("LogLine", video.logline)):

@@ -22,7 +22,7 @@ from vvctl.core.settings import Settings
 app = typer.Typer(help="Manage the signing keys: list, rotate, revoke, export-public.", no_args_is_help=True)
 
 KeyStoreOption = Annotated[
-    Path | None, typer.Option("--key-store", help="Key store file (default: the configured key_store).")
+    Path | None, typer.Option("--key-store", metavar="FILE", help="Key store file (default: the configured key_store).")
 ]
 
 
@@ -127,8 +127,10 @@ def rotate_command(ctx: typer.Context, key_store: KeyStoreOption = None) -> None
 @app.command("revoke")
 def revoke_command(
     ctx: typer.Context,
-    key_id: Annotated[str, typer.Argument(help="The key to revoke (see 'vvctl keys list').")],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the key store, max 500 chars).")] = None,
+    key_id: Annotated[str, typer.Argument(help="The key to revoke (see 'vvctl keys list').", metavar="KEY_ID")],
+    reason: Annotated[
+        str | None, typer.Option("--reason", metavar="TEXT", help="Why (kept in the key store, max 500 chars).")
+    ] = None,
     key_store: KeyStoreOption = None,
 ) -> None:
     """Revoke a key: every LogLine it signed verifies as INVALID (revoked_key). Revoking the active key
@@ -155,7 +157,7 @@ def revoke_command(
 @app.command("export-public")
 def export_public_command(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Where to write the public keys (JSON).")] = Path(
+    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where to write the public keys (JSON).")] = Path(
         "vvctl-public-keys.json"
     ),
     key_store: KeyStoreOption = None,

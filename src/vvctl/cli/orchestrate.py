@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +75,9 @@ class _Live:
         self.progress: Progress | None = None
         self.overall: TaskID | None = None
         self.current: TaskID | None = None
+        self.position = 0
+        self.frames_done = 0
+        self.started = time.monotonic()
         if bars:
             self.progress = Progress(
                 TextColumn("{task.description}"),
@@ -97,7 +101,7 @@ class _Live:
             self.progress.stop()
 
     def _print(self, text: str) -> None:
-        (self.progress.console if self.progress is not None else self.console).print(text, markup=False)
+        (self.progress.console if self.progress is not None else self.console).print(text, markup=False, soft_wrap=True)
 
     def __call__(self, event: ProgressEvent) -> None:
         from vvctl.pipeline.orchestrate import ModelLoaded, VideoFinished, VideoProgress, VideoStarted
@@ -109,6 +113,7 @@ class _Live:
         if isinstance(event, VideoFinished):
             if self.lines:
                 self._print(_result_line(event.result))
+            self.frames_done += event.result.frames_sampled
             if self.progress is not None and self.overall is not None:
                 self.progress.advance(self.overall)
             return
@@ -117,7 +122,9 @@ class _Live:
         if isinstance(event, VideoStarted):
             if self.overall is None:
                 self.overall = self.progress.add_task("all videos", total=event.total, rate="")
-            self.progress.update(self.overall, total=event.total)
+            elif event.position <= self.position:  # a new --watch pass
+                self.progress.reset(self.overall, total=event.total)
+            self.position = event.position
             if self.current is not None:
                 self.progress.remove_task(self.current)
             self.current = self.progress.add_task(
@@ -126,6 +133,9 @@ class _Live:
         elif isinstance(event, VideoProgress) and self.current is not None:
             rate = f"{event.frames_sampled / event.elapsed_s:.1f} frames/s" if event.elapsed_s > 0 else ""
             self.progress.update(self.current, completed=event.frames_sampled, rate=rate)
+            if self.overall is not None:
+                total = (self.frames_done + event.frames_sampled) / max(time.monotonic() - self.started, 1e-6)
+                self.progress.update(self.overall, rate=f"{total:.1f} frames/s")
 
 
 def _warn(message: str) -> None:

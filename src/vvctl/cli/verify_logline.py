@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,15 @@ from vvctl.core.verify import Verdict, VerifyReport
 LIST_ALL_UP_TO = 50
 
 
+def _common_directory(paths: list[str]) -> str:
+    """The directory all ``paths`` lie under (so the table can show short paths), or "" when none."""
+    try:
+        common = os.path.commonpath(paths)
+    except ValueError:  # absolute and relative paths mixed
+        return ""
+    return common if len(paths) > 1 or common != paths[0] else str(Path(common).parent)
+
+
 def _human(console: Console, report: VerifyReport, *, list_all: bool) -> None:
     shown = (
         report.results
@@ -24,12 +34,22 @@ def _human(console: Console, report: VerifyReport, *, list_all: bool) -> None:
         else [r for r in report.results if r.verdict is Verdict.INVALID]
     )
     if shown:
+        base = _common_directory([r.path for r in shown])
+        if base:
+            console.print(f"under {base}:", soft_wrap=True)
         table = Table("path", "log", "seq", "verdict", "reason", "detail")
         for result in shown:
             verdict = "[green]VALID[/]" if result.valid else "[red]INVALID[/]"
             seq = "" if result.seq is None else str(result.seq)
             reason = result.reason.value if result.reason else ""
-            table.add_row(result.path, result.log or "", seq, verdict, reason, result.detail)
+            table.add_row(
+                os.path.relpath(result.path, base) if base else result.path,
+                result.log or "",
+                seq,
+                verdict,
+                reason,
+                result.detail,
+            )
         console.print(table)
     for summary in report.logs.values():
         span = f"seq {summary.first_seq}-{summary.last_seq}" if summary.first_seq is not None else "no LogLines"
@@ -50,21 +70,30 @@ def _human(console: Console, report: VerifyReport, *, list_all: bool) -> None:
 
 def command(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="LogLine files or directories (searched recursively).")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="LogLine files or directories (searched recursively).", metavar="PATH")
+    ],
     key_store: Annotated[
         Path | None,
         typer.Option(
-            "--key-store", help="Key store to verify with (default: the configured one, unless --public-key)."
+            "--key-store",
+            metavar="FILE",
+            help="Key store to verify with (default: the configured one, unless --public-key).",
         ),
     ] = None,
     public_key: Annotated[
         list[Path] | None,
-        typer.Option("--public-key", help="Exported Ed25519 public keys ('vvctl keys export-public'); repeatable."),
+        typer.Option(
+            "--public-key",
+            metavar="FILE",
+            help="Exported Ed25519 public keys ('vvctl keys export-public'); repeatable.",
+        ),
     ] = None,
     expect_head: Annotated[
         list[str] | None,
         typer.Option(
             "--expect-head",
+            metavar="LOG:SEQ:HASH",
             help="Expected head LOG:SEQ:HASH (or SEQ:HASH when there is one log); detects a cut-off tail. Repeatable.",
         ),
     ] = None,

@@ -10,6 +10,12 @@ bytes, and the head matches the expected head (``--expect-head`` or a signed che
 given. A record is judged on its link to the previous record only when that record is itself valid, so
 one tampered file yields one invalid verdict rather than a cascade.
 
+Speed: a file that matches the canonical grammar of a schema-valid LogLine (one compiled regular
+expression, :data:`_CANONICAL_RECORD`) is known to be canonical and schema-valid without parsing it, and its
+signed bytes are the file minus its ``signature_details`` member; when its signature verifies it is VALID.
+Anything else takes the reference path (parse, jsonschema, re-encode and compare, verify freshly
+canonicalized bytes), which also names the reason. The tests check both paths give the same verdicts.
+
 Nothing in a file's contents raises: every problem becomes a :class:`FileVerdict`. Bad arguments (a path
 that does not exist, a malformed expected head or checkpoint) raise :class:`UsageError` or
 :class:`InputError`; a checkpoint whose signature does not verify raises :class:`IntegrityError`.
@@ -23,15 +29,17 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 from vvctl.core.canonical import NotCanonicalizable, canonicalize, canonicalize_plain, is_plain
 from vvctl.core.errors import InputError, IntegrityError, UsageError
-from vvctl.core.logline import CHECKPOINT_KIND, FILE_NAME, LOG_NAME, SUFFIX, ZERO_HASH, signed_bytes
+from vvctl.core.logline import CHECKPOINT_KIND, LOG_NAME, SUFFIX, ZERO_HASH, signed_bytes
 from vvctl.core.schemas import SchemaViolation, validate
 from vvctl.core.signing import KeyStatus, VerificationKeys, contract_problem
 
@@ -93,6 +101,8 @@ class FileVerdict:
     detail: str
     hash: str | None = None
     """SHA-256 of the file's bytes (the chain hash); None when the file could not be read."""
+    prev: str | None = None
+    """The record's ``prev`` (the hash it links to), when the record is schema-valid."""
 
     @property
     def valid(self) -> bool:
@@ -136,19 +146,6 @@ _SIGNATURE_HEX = {"hmac-sha256": 64, "ed25519": 128}
 _MAX_SEQ = 9007199254740991
 
 
-@dataclass(slots=True)
-class _Checked:
-    """What the chain checks need from a file that parsed (or at least claims a place by its name)."""
-
-    verdict: FileVerdict
-    log: str
-    seq: int
-    prev: str | None
-    hash: str
-    name_seq: int | None
-    from_directory: bool
-
-
 # A JSON string as RFC 8785 writes it: literal characters except '"', '\' and controls; the two-character
 # escapes for those that have one; \u00xx (lowercase) for the other controls. Never empty (minLength 1).
 # Written as an unrolled loop: one character class run between escapes, so matching is linear and fast.
@@ -184,23 +181,44 @@ _CANONICAL_RECORD = re.compile(
         ]
     )
 )
-# Upper bounds on the decoded length of each string (escapes only make the raw text longer, so a raw
-# text within the bound is a decoded string within it; a longer one goes to the reference checks).
-_RAW_LIMITS = (
-    ("who", 256),
-    ("did", 256),
-    ("this", 8192),
+# Upper bounds on the decoded length of each string. Escapes and UTF-8 only make the raw text longer than
+# the decoded string, so a raw text within the bound is a decoded string within it; a longer one goes to the
+# reference checks, which count exactly. A record shorter than the bound cannot hold a longer string.
+_SHORT_LIMITS = (("who", 256), ("did", 256))
+_LONG_LIMITS = (
+    ("source_id", 1024),
     ("confirmed_by", 2048),
     ("if_ok", 2048),
     ("if_not", 2048),
-    ("source_id", 1024),
     ("source_path", 4096),
+    ("this", 8192),
 )
-_GROUPS = (*(name for name, _ in _RAW_LIMITS), "log", "seq", "prev", "algorithm", "key_id", "signature")
-_RAW_BOUNDS = tuple(limit for _, limit in _RAW_LIMITS)
+_LONG_FROM = min(limit for _, limit in _LONG_LIMITS)
+_FIELDS = ("log", "seq", "prev", "algorithm", "key_id", "signature")
 
 
-def _fast_verdict(path: str, data: bytes, text: str, digest: str, keys: VerificationKeys) -> _Checked | None:
+def _within_long_limits(match: re.Match[str]) -> bool:
+    for name, limit in _LONG_LIMITS:
+        start = match.start(name)
+        if start >= 0 and match.end(name) - start > limit:
+            return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyTable:
+    """The verification keys, plus a plain dict of the usable ones for the fast path (built once per run)."""
+
+    keys: VerificationKeys
+    usable: Mapping[str, tuple[str, Callable[[bytes, bytes], bool]]]
+
+    @classmethod
+    def of(cls, keys: VerificationKeys) -> _KeyTable:
+        usable = {k.key_id: (k.algorithm.value, k.verify) for k in keys.values() if k.status is not KeyStatus.REVOKED}
+        return cls(keys, usable)
+
+
+def _fast_verdict(path: str, data: bytes, text: str, digest: str, table: _KeyTable) -> FileVerdict | None:
     """VALID, without parsing, for a file that is the canonical form of a schema-valid record with a good
     signature; None sends the file to the reference checks, which name the reason.
 
@@ -211,25 +229,26 @@ def _fast_verdict(path: str, data: bytes, text: str, digest: str, keys: Verifica
     match = _CANONICAL_RECORD.fullmatch(text)
     if match is None:
         return None
-    *strings, log, seq_text, prev, algorithm, key_id, signature = match.group(*_GROUPS)
-    for value, limit in zip(strings, _RAW_BOUNDS, strict=True):
-        if value is not None and len(value) > limit:
+    for name, limit in _SHORT_LIMITS:
+        if match.end(name) - match.start(name) > limit:
             return None
+    if len(text) > _LONG_FROM and not _within_long_limits(match):
+        return None
+    log, seq_text, prev, algorithm, key_id, signature = match.group(*_FIELDS)
     seq = int(seq_text)
     if seq > _MAX_SEQ or (seq == 1 and prev != ZERO_HASH) or len(signature) != _SIGNATURE_HEX[algorithm]:
         return None
-    key = keys.get(key_id)
-    if key is None or key.status is KeyStatus.REVOKED or key.algorithm.value != algorithm:
+    usable = table.usable.get(key_id)
+    if usable is None or usable[0] != algorithm:
         return None
     start, end = match.span("details")
     if len(data) == len(text):  # ASCII: character offsets are byte offsets
         signed = data[: start - 1] + data[end:]
     else:
         signed = (text[: start - 1] + text[end:]).encode("utf-8")
-    if not key.verify(signed, bytes.fromhex(signature)):
+    if not usable[1](signed, bytes.fromhex(signature)):
         return None
-    verdict = FileVerdict(path, log, seq, Verdict.VALID, None, "", digest)
-    return _Checked(verdict, log, seq, prev, digest, None, False)
+    return FileVerdict(path, log, seq, Verdict.VALID, None, "", digest, prev)
 
 
 def _no_constants(name: str) -> Any:
@@ -239,20 +258,28 @@ def _no_constants(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_CHUNK = 1 << 16
+
+
 def _read(path: str, max_bytes: int) -> bytes | tuple[Reason, str]:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         return Reason.UNREADABLE, f"cannot open: {exc.strerror or type(exc).__name__}"
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return Reason.UNREADABLE, "not a regular file"
-        if info.st_size > max_bytes:
-            return Reason.OVERSIZED, f"{info.st_size} bytes, more than the limit of {max_bytes}"
-        data = os.read(fd, info.st_size + 1)
-        if len(data) > info.st_size:  # it grew while we read it: read the rest, bounded
-            data += os.read(fd, max_bytes + 1 - len(data))
+        # No fstat on the way: one read gets a whole LogLine. Only an empty read needs to know whether it
+        # was a regular file (a FIFO or socket reads empty under O_NONBLOCK).
+        data = os.read(fd, min(_CHUNK, max_bytes + 1))
+        if not data:
+            return data if stat.S_ISREG(os.fstat(fd).st_mode) else (Reason.UNREADABLE, "not a regular file")
+        if len(data) == _CHUNK:
+            chunks = [data]
+            size = len(data)
+            while size <= max_bytes and (chunk := os.read(fd, min(_CHUNK, max_bytes + 1 - size))):
+                chunks.append(chunk)
+                size += len(chunk)
+            data = b"".join(chunks)
         if len(data) > max_bytes:
             return Reason.OVERSIZED, f"more than the limit of {max_bytes} bytes"
         return data
@@ -263,10 +290,10 @@ def _read(path: str, max_bytes: int) -> bytes | tuple[Reason, str]:
 
 
 def _name_seq(path: str) -> int | None:
-    """The seq a file's name claims (``<seq>.<slug>.logline.json``), or None for another name."""
+    """The seq a file's name claims (``<seq>.<slug>.logline.json``: its leading digits), or None."""
     name = path[path.rfind(os.sep) + 1 :]
     digits = name[: name.find(".")]
-    if 8 <= len(digits) <= 16 and digits.isascii() and digits.isdigit() and FILE_NAME.fullmatch(name):
+    if 8 <= len(digits) <= 16 and digits.isdigit() and digits.isascii():
         return int(digits)
     return None
 
@@ -277,8 +304,8 @@ def _claimed_log(path: str) -> str | None:
     return log if LOG_NAME.fullmatch(log) else None
 
 
-def _judge(path: str, data: bytes, keys: VerificationKeys, *, fast: bool) -> _Checked | FileVerdict:
-    """A file's own verdict: a :class:`_Checked` when it holds a schema-valid record, else the verdict."""
+def _judge(path: str, data: bytes, table: _KeyTable, *, fast: bool) -> FileVerdict:
+    """A file's own verdict; ``log``, ``seq`` and ``prev`` are set when it holds a schema-valid record."""
     digest = hashlib.sha256(data).hexdigest()
     try:
         text = data.decode("utf-8")
@@ -287,7 +314,7 @@ def _judge(path: str, data: bytes, keys: VerificationKeys, *, fast: bool) -> _Ch
             path, None, None, Verdict.INVALID, Reason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}", digest
         )
     if fast:
-        checked = _fast_verdict(path, data, text, digest, keys)
+        checked = _fast_verdict(path, data, text, digest, table)
         if checked is not None:
             return checked
     try:
@@ -310,9 +337,9 @@ def _judge(path: str, data: bytes, keys: VerificationKeys, *, fast: bool) -> _Ch
     seq: int = record["seq"]
     details: dict[str, str] = record["signature_details"]
 
-    def verdict(reason: Reason | None, detail: str = "") -> _Checked:
-        outcome = FileVerdict(path, log, seq, Verdict.INVALID if reason else Verdict.VALID, reason, detail, digest)
-        return _Checked(outcome, log, seq, record["prev"], digest, None, False)
+    def verdict(reason: Reason | None, detail: str = "") -> FileVerdict:
+        outcome = Verdict.INVALID if reason else Verdict.VALID
+        return FileVerdict(path, log, seq, outcome, reason, detail, digest, record["prev"])
 
     try:
         canonical = canonicalize_plain(record) if is_plain(record) else canonicalize(record)
@@ -320,7 +347,7 @@ def _judge(path: str, data: bytes, keys: VerificationKeys, *, fast: bool) -> _Ch
         return verdict(Reason.NOT_CANONICAL, "a string is not valid Unicode (lone surrogate)")
     if canonical != data:
         return verdict(Reason.NOT_CANONICAL, "the bytes are not the RFC 8785 canonical form of the record")
-    key = keys.get(details["key_id"])
+    key = table.keys.get(details["key_id"])
     if key is None:
         return verdict(Reason.UNKNOWN_KEY_ID, f"no key {details['key_id']} among the verification keys")
     if key.status is KeyStatus.REVOKED:
@@ -341,35 +368,24 @@ def check_bytes(path: str, data: bytes, keys: VerificationKeys, *, fast: bool = 
     ``fast=False`` sends every file through the reference checks (parse, jsonschema, re-encode and compare,
     signature over freshly canonicalized bytes); the fast path must give the same verdicts (tested).
     """
-    judged = _judge(path, data, keys, fast=fast)
-    return judged.verdict if isinstance(judged, _Checked) else judged
+    return _judge(path, data, _KeyTable.of(keys), fast=fast)
 
 
 def check_file(path: Path, keys: VerificationKeys, *, max_bytes: int = DEFAULT_MAX_BYTES) -> FileVerdict:
     """The per-file verdict of one LogLine file (no chain checks)."""
-    return _check(os.fspath(path), keys, max_bytes, from_directory=False)[0]
+    return _check(os.fspath(path), _KeyTable.of(keys), max_bytes)
 
 
-def _check(
-    path: str, keys: VerificationKeys, max_bytes: int, *, from_directory: bool
-) -> tuple[FileVerdict, _Checked | None]:
+def _check(path: str, table: _KeyTable, max_bytes: int) -> FileVerdict:
+    """One file's own verdict. A file whose content cannot say which log and seq it is still holds the
+    place its directory and name claim, so the record after it is not reported as a gap."""
     read = _read(path, max_bytes)
-    name_seq = _name_seq(path)
     if isinstance(read, tuple):
-        verdict = FileVerdict(path, _claimed_log(path), name_seq, Verdict.INVALID, read[0], read[1])
-        return verdict, None
-    judged = _judge(path, read, keys, fast=True)
-    if isinstance(judged, _Checked):
-        judged.name_seq = name_seq
-        judged.from_directory = from_directory
-        return judged.verdict, judged
-    # Unparsed: the file still holds the place its directory and name claim, so the record after it is not
-    # reported as a gap.
-    claimed_log = _claimed_log(path)
-    judged.log, judged.seq = claimed_log, name_seq
-    if claimed_log is None or name_seq is None or judged.hash is None:
-        return judged, None
-    return judged, _Checked(judged, claimed_log, name_seq, None, judged.hash, name_seq, from_directory)
+        return FileVerdict(path, _claimed_log(path), _name_seq(path), Verdict.INVALID, read[0], read[1])
+    verdict = _judge(path, read, table, fast=True)
+    if verdict.log is None:
+        verdict.log, verdict.seq = _claimed_log(path), _name_seq(path)
+    return verdict
 
 
 # -- inputs --------------------------------------------------------------------------------------------
@@ -479,25 +495,17 @@ def _base(path: str) -> str:
     return path[path.rfind(os.sep) + 1 :]
 
 
-def _fail(item: _Checked, reason: Reason, detail: str) -> None:
+def _seq(item: FileVerdict) -> int:
+    assert item.seq is not None, "chain items always have a seq"
+    return item.seq
+
+
+def _fail(item: FileVerdict, reason: Reason, detail: str) -> None:
     """Mark a record invalid for a chain reason, unless it already is for a reason of its own."""
-    if item.verdict.verdict is Verdict.VALID:
-        item.verdict.verdict = Verdict.INVALID
-        item.verdict.reason = reason
-        item.verdict.detail = detail
-
-
-def _ranges(seqs: Sequence[int]) -> str:
-    parts: list[str] = []
-    start = previous = seqs[0]
-    for seq in [*seqs[1:], None]:
-        if seq is not None and seq == previous + 1:
-            previous = seq
-            continue
-        parts.append(str(start) if start == previous else f"{start}-{previous}")
-        if seq is not None:
-            start = previous = seq
-    return ", ".join(parts)
+    if item.verdict is Verdict.VALID:
+        item.verdict = Verdict.INVALID
+        item.reason = reason
+        item.detail = detail
 
 
 def _missing(low: int, high: int) -> str:
@@ -505,63 +513,91 @@ def _missing(low: int, high: int) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
-def _check_chain(log: str, items: list[_Checked], expected: tuple[int, str] | None) -> LogSummary:
-    for item in items:
-        if item.name_seq is not None and item.name_seq != item.seq:
-            _fail(item, Reason.REORDERED, f"file name says seq {item.name_seq} but the record is seq {item.seq}")
-
-    by_seq: dict[int, list[_Checked]] = {}
-    for item in items:
-        by_seq.setdefault(item.seq, []).append(item)
+def _settle_duplicates(items: list[FileVerdict], chosen: dict[int, FileVerdict], extra: list[FileVerdict]) -> None:
+    """Several records claim one seq: keep the one its successor points at (else the first valid one) in
+    ``chosen``; mark the others as copies or forks."""
     referenced = {item.prev for item in items if item.prev is not None}
-    hashes = {item.hash: item for item in items}
-
-    # One representative per seq: the record its successor points at, else the first valid one.
-    chosen: dict[int, _Checked] = {}
-    for seq, group in by_seq.items():
-        if len(group) == 1:
-            chosen[seq] = group[0]
-            continue
-        group.sort(key=lambda item: item.verdict.path)
-        pick = next((i for i in group if i.hash in referenced and i.verdict.valid), None)
-        pick = pick or next((i for i in group if i.verdict.valid), group[0])
+    groups: dict[int, list[FileVerdict]] = {}
+    for item in extra:
+        groups.setdefault(_seq(item), [chosen[_seq(item)]]).append(item)
+    for seq, group in groups.items():
+        group.sort(key=lambda item: item.path)
+        pick = next((i for i in group if i.hash in referenced and i.valid), None)
+        pick = pick or next((i for i in group if i.valid), group[0])
         chosen[seq] = pick
         for other in group:
             if other is pick:
                 continue
-            if other.hash == pick.hash:
-                _fail(other, Reason.DUPLICATE_SEQ, f"a copy of {_base(pick.verdict.path)} (seq {seq})")
+            if other.hash is not None and other.hash == pick.hash:
+                _fail(other, Reason.DUPLICATE_SEQ, f"a copy of {_base(pick.path)} (seq {seq})")
             else:
-                _fail(other, Reason.FORK, f"another record, {_base(pick.verdict.path)}, also claims seq {seq}")
+                _fail(other, Reason.FORK, f"another record, {_base(pick.path)}, also claims seq {seq}")
                 if pick.hash not in referenced:
                     # Nothing tells which of the two is the real one: both are suspect.
-                    _fail(pick, Reason.FORK, f"another record, {_base(other.verdict.path)}, also claims seq {seq}")
+                    _fail(pick, Reason.FORK, f"another record, {_base(other.path)}, also claims seq {seq}")
+
+
+@dataclass(slots=True)
+class _LinkIndex:
+    """Built on the first broken link only: which record has a hash, how many records share a prev."""
+
+    by_hash: dict[str, FileVerdict]
+    children: dict[str, int]
+
+    @classmethod
+    def of(cls, chosen: dict[int, FileVerdict]) -> _LinkIndex:
+        children: dict[str, int] = {}
+        for item in chosen.values():
+            if item.prev is not None:
+                children[item.prev] = children.get(item.prev, 0) + 1
+        return cls({item.hash: item for item in chosen.values() if item.hash is not None}, children)
+
+
+def _judge_link(item: FileVerdict, before: FileVerdict, index: _LinkIndex) -> None:
+    """``item.prev`` is not the hash of ``before`` (a valid record): say how the chain is broken."""
+    assert item.prev is not None
+    target = index.by_hash.get(item.prev)
+    if target is not None and _seq(target) >= _seq(item):
+        _fail(item, Reason.REORDERED, f"prev points at seq {target.seq}, not at seq {before.seq}")
+    elif index.children.get(item.prev, 0) > 1 or target is not None:
+        _fail(item, Reason.FORK, f"prev points at another branch, not at seq {before.seq}")
+    else:
+        _fail(item, Reason.BROKEN_CHAIN, f"prev is not the SHA-256 of seq {before.seq}")
+
+
+def _check_chain(log: str, items: list[FileVerdict], expected: tuple[int, str] | None, *, complete: bool) -> LogSummary:
+    """Check the chain of one log. Every item has ``log`` and ``seq`` set. ``complete``: a directory was
+    scanned, so records missing before the first one present are a gap too."""
+    chosen: dict[int, FileVerdict] = {}
+    extra: list[FileVerdict] = []
+    for item in items:
+        seq = _seq(item)
+        name_seq = _name_seq(item.path)
+        if name_seq is not None and name_seq != seq:
+            _fail(item, Reason.REORDERED, f"file name says seq {name_seq} but the record is seq {seq}")
+        if chosen.setdefault(seq, item) is not item:
+            extra.append(item)
+    if extra:
+        _settle_duplicates(items, chosen, extra)
 
     seqs = sorted(chosen)
-    complete = any(item.from_directory for item in items)
-    children: dict[str, list[_Checked]] = {}
-    for seq in seqs:
-        item = chosen[seq]
-        if item.prev is not None:
-            children.setdefault(item.prev, []).append(item)
-
     previous: int | None = None
+    before: FileVerdict | None = None
+    index: _LinkIndex | None = None
     for seq in seqs:
         item = chosen[seq]
         low = 1 if previous is None else previous + 1
         if seq > low and (previous is not None or complete):
             _fail(item, Reason.GAP, f"LogLines missing before it: seq {_missing(low, seq - 1)}")
-        elif previous is not None and item.prev is not None:
-            before = chosen[previous]
-            if before.verdict.valid and item.prev != before.hash:
-                target = hashes.get(item.prev)
-                if target is not None and target.seq >= seq:
-                    _fail(item, Reason.REORDERED, f"prev points at seq {target.seq}, not at seq {previous}")
-                elif len(children.get(item.prev, ())) > 1 or (target is not None and target is not before):
-                    _fail(item, Reason.FORK, f"prev points at another branch, not at seq {previous}")
-                else:
-                    _fail(item, Reason.BROKEN_CHAIN, f"prev is not the SHA-256 of seq {previous}")
-        previous = seq
+        elif (
+            before is not None
+            and item.prev is not None
+            and item.prev != before.hash
+            and before.verdict is Verdict.VALID
+        ):
+            index = index or _LinkIndex.of(chosen)
+            _judge_link(item, before, index)
+        previous, before = seq, item
 
     problems: list[str] = []
     if expected is not None:
@@ -581,7 +617,7 @@ def _check_chain(log: str, items: list[_Checked], expected: tuple[int, str] | No
             _fail(chosen[expected_seq], Reason.HEAD_MISMATCH, "its hash is not the expected head's hash")
             problems.append(f"seq {expected_seq} is not the expected head")
 
-    valid = sum(1 for item in items if item.verdict.valid)
+    valid = sum(1 for item in items if item.valid)
     last_seq = seqs[-1] if seqs else None
     return LogSummary(
         log=log,
@@ -608,17 +644,22 @@ def verify_paths(
         raise UsageError("the size limit must be at least one byte")
     files = collect(paths)
     results: list[FileVerdict] = []
-    chains: dict[str, list[_Checked]] = {}
-    # Two objects per file and no cycles among them: the cyclic collector would only rescan the growing
-    # result lists again and again (a third of the run time for 20,000 files).
+    chains: defaultdict[str, list[FileVerdict]] = defaultdict(list)
+    complete: set[str] = set()
+    table = _KeyTable.of(keys)
+    # One object per file and no cycles among them: the cyclic collector would only rescan the growing
+    # result list again and again.
     collecting = gc.isenabled()
     gc.disable()
     try:
         for path, from_directory in files:
-            verdict, checked = _check(path, keys, max_bytes, from_directory=from_directory)
+            verdict = _check(path, table, max_bytes)
             results.append(verdict)
-            if checked is not None:
-                chains.setdefault(checked.log, []).append(checked)
+            log = verdict.log
+            if log is not None and verdict.seq is not None:
+                chains[log].append(verdict)
+                if from_directory:
+                    complete.add(log)
     finally:
         if collecting:
             gc.enable()
@@ -637,14 +678,10 @@ def verify_paths(
         expected[others[0]] = head
     logs: dict[str, LogSummary] = {}
     for log in sorted({*chains, *expected}):
-        logs[log] = _check_chain(log, chains.get(log, []), expected.get(log))
-    results.sort(key=_path_key)
+        logs[log] = _check_chain(log, chains.get(log, []), expected.get(log), complete=log in complete)
+    results.sort(key=attrgetter("path"))
     valid = sum(1 for r in results if r.verdict is Verdict.VALID)
     return VerifyReport(results, logs, valid, len(results) - valid)
-
-
-def _path_key(verdict: FileVerdict) -> str:
-    return verdict.path
 
 
 def resolve_expected_heads(
