@@ -83,7 +83,9 @@ def run_orchestrate(clips: Sequence[Path], expect_frames: int) -> float:
         elapsed = time.perf_counter() - began
     outcomes = sorted({result.outcome.value for result in report.videos})
     if len(report.videos) != len(clips) or outcomes != ["done"]:
-        raise SystemExit(f"orchestrate did not analyse every clip: {[(r.name, r.outcome.value) for r in report.videos]}")
+        raise SystemExit(
+            f"orchestrate did not analyse every clip: {[(r.name, r.outcome.value) for r in report.videos]}"
+        )
     if report.frames_sampled != expect_frames:
         raise SystemExit(f"orchestrate sampled {report.frames_sampled} frames, decode-only sampled {expect_frames}")
     return elapsed

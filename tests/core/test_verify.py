@@ -515,6 +515,10 @@ def test_checkpoint_round_trip_and_tampering(chain: tuple[Settings, Path], copy_
         ({"seq": 1, "prev": ZERO_HASH}, True),
         ({"log": "a" * 32}, True),
         ({"log": "a" * 33}, False),
+        # Python's re lets "$" match before a final newline; the schemas' patterns must not.
+        ({"log": "videos\n"}, False),
+        ({"source": {"type": "video\n", "id": "x"}}, False),
+        ({"prev": "ab" * 32 + "\n"}, False),
         ({"when": "2026-02-30T24:00:00Z"}, False),
         ({"source": {"type": "video", "id": "x", "sha256": "A" * 64}}, False),
     ],
@@ -527,3 +531,10 @@ def test_schema_limits_agree_between_fast_and_reference_paths(
     assert (verdict is Verdict.VALID) is valid
     if not valid:
         assert reason is Reason.SCHEMA_VIOLATION
+
+
+def test_signature_with_a_trailing_newline_is_refused(stores: dict[str, KeyStore]) -> None:
+    store = stores["hmac-sha256"]
+    record = json.loads(sign(_sample(), store.signer()))
+    record["signature_details"]["signature"] += "\n"  # bytes.fromhex would ignore it
+    assert both(canonicalize(record), store.verification_keys()) == (Verdict.INVALID, Reason.SCHEMA_VIOLATION)
