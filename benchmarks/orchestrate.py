@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -54,15 +55,36 @@ class Clip:
     media_s: float
 
 
+class Timer:
+    """Wall and CPU seconds (all threads of this process) of a block."""
+
+    def __enter__(self) -> Timer:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+
 @dataclass
 class Stage:
     key: str
     title: str
     runs: list[float]
+    cpu_runs: list[float]
 
     @property
     def best(self) -> float:
         return min(self.runs)
+
+    @property
+    def best_cpu(self) -> float:
+        return min(self.cpu_runs)
+
+    def add(self, timer: Timer) -> None:
+        self.runs.append(timer.wall)
+        self.cpu_runs.append(timer.cpu)
 
 
 def fresh_settings(workdir: Path, clips: Sequence[Path]) -> Settings:
@@ -75,12 +97,28 @@ def fresh_settings(workdir: Path, clips: Sequence[Path]) -> Settings:
     return loaded.settings
 
 
-def run_orchestrate(clips: Sequence[Path], expect_frames: int) -> float:
+@dataclass(frozen=True)
+class Breakdown:
+    """Where (a) spent its time, from the timings in the analytic files it wrote."""
+
+    total_s: float
+    scan_s: float
+    """Wall time inside the per-video scans (decode + inference pipeline)."""
+    inference_s: float
+    """Time the consumer thread spent in the detector."""
+    decode_wait_s: float
+    """Time the consumer thread waited for a decoded frame: what decoding failed to hide."""
+
+
+def run_orchestrate(clips: Sequence[Path], expect_frames: int, intra_op_threads: int | None) -> tuple[Timer, Breakdown]:
     with tempfile.TemporaryDirectory(prefix="vvctl-bench-") as tmp:
         settings = fresh_settings(Path(tmp), clips)
-        began = time.perf_counter()
-        report = orchestrate(settings)
-        elapsed = time.perf_counter() - began
+        with Timer() as timer:
+            report = orchestrate(settings, intra_op_threads=intra_op_threads)
+        timings = [
+            json.loads(path.read_text())["timings"]
+            for path in sorted((settings.storage_root / "analytic").glob("*.json"))
+        ]
     outcomes = sorted({result.outcome.value for result in report.videos})
     if len(report.videos) != len(clips) or outcomes != ["done"]:
         raise SystemExit(
@@ -88,31 +126,42 @@ def run_orchestrate(clips: Sequence[Path], expect_frames: int) -> float:
         )
     if report.frames_sampled != expect_frames:
         raise SystemExit(f"orchestrate sampled {report.frames_sampled} frames, decode-only sampled {expect_frames}")
-    return elapsed
+    breakdown = Breakdown(
+        total_s=timer.wall,
+        scan_s=sum(float(t.get("wall_s", 0.0)) for t in timings),
+        inference_s=sum(float(t.get("inference_s", 0.0)) for t in timings),
+        decode_wait_s=sum(float(t.get("decode_wait_s", 0.0)) for t in timings),
+    )
+    return timer, breakdown
 
 
-def decode_sampled(clips: Sequence[Path], interval_s: float, queue_size: int) -> tuple[float, list[Clip]]:
+def decode_sampled(clips: Sequence[Path], interval_s: float, queue_size: int) -> tuple[Timer, list[Clip]]:
     decoded: list[Clip] = []
-    began = time.perf_counter()
-    for path in clips:
-        # As the pipeline does: probe, then sample in the producer thread.
-        with FrameSampler(path, interval_s, queue_size=queue_size, info=probe(path)) as sampler:
-            frames = [frame.image for frame in sampler]
-        decoded.append(Clip(path, frames, sampler.duration_s))
-    return time.perf_counter() - began, decoded
+    with Timer() as timer:
+        for path in clips:
+            # As the pipeline does: probe, then sample in the producer thread.
+            with FrameSampler(path, interval_s, queue_size=queue_size, info=probe(path)) as sampler:
+                frames = [frame.image for frame in sampler]
+            decoded.append(Clip(path, frames, sampler.duration_s))
+    return timer, decoded
 
 
-def infer(detector: Detector, clips: Sequence[Clip], batch_size: int) -> float:
-    began = time.perf_counter()
-    for clip in clips:
-        for start in range(0, len(clip.frames), batch_size):
-            detector.detect(clip.frames[start : start + batch_size])
-    return time.perf_counter() - began
+def infer(detector: Detector, clips: Sequence[Clip], batch_size: int) -> Timer:
+    with Timer() as timer:
+        for clip in clips:
+            for start in range(0, len(clip.frames), batch_size):
+                detector.detect(clip.frames[start : start + batch_size])
+    return timer
 
 
-def naive(detector: Detector, clips: Sequence[Path], interval_s: float) -> tuple[float, int]:
+def naive(detector: Detector, clips: Sequence[Path], interval_s: float) -> tuple[Timer, int]:
+    with Timer() as timer:
+        sampled = _naive(detector, clips, interval_s)
+    return timer, sampled
+
+
+def _naive(detector: Detector, clips: Sequence[Path], interval_s: float) -> int:
     sampled = 0
-    began = time.perf_counter()
     for path in clips:
         cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
         next_sample = 0
@@ -123,41 +172,47 @@ def naive(detector: Detector, clips: Sequence[Path], interval_s: float) -> tuple
                     break
                 time_s = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                 if time_s + TIME_EPSILON_S >= next_sample * interval_s:
-                    detector.detect([image])
+                    detector.detect([cast(NDArray[np.uint8], image)])
                     sampled += 1
                     next_sample = int((time_s + TIME_EPSILON_S) // interval_s) + 1
         finally:
             cap.release()
-    return time.perf_counter() - began, sampled
+    return sampled
 
 
-def decode_every_frame(clips: Sequence[Path]) -> float:
-    began = time.perf_counter()
-    for path in clips:
-        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-        try:
-            while cap.read()[0]:
-                pass
-        finally:
-            cap.release()
-    return time.perf_counter() - began
+def decode_every_frame(clips: Sequence[Path]) -> Timer:
+    with Timer() as timer:
+        for path in clips:
+            cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+            try:
+                while cap.read()[0]:
+                    pass
+            finally:
+                cap.release()
+    return timer
 
 
 def measure(
-    clips: Sequence[Path], repeat: int, settings: Settings, queue_size: int, log: Callable[[str], None]
-) -> tuple[dict[str, Stage], int, float, Detector]:
+    clips: Sequence[Path],
+    repeat: int,
+    settings: Settings,
+    queue_size: int,
+    intra_op_threads: int | None,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Stage], int, float, Detector, Breakdown]:
     detector = load_detector(
-        settings.model_path if settings.model_path.is_file() else bundled_model(),
+        settings.model_path,
         sha256=settings.model_sha256,
         kind=settings.detector,
         providers=settings.providers,
         score_threshold=settings.score_threshold,
         nms_iou=settings.nms_iou,
         batch_size=settings.batch_size,
+        intra_op_threads=intra_op_threads,
     )
     interval_s, batch_size = settings.sample_interval_s, settings.batch_size
     stages = {
-        key: Stage(key, title, [])
+        key: Stage(key, title, [], [])
         for key, title in [
             ("a", "orchestrate end to end"),
             ("b", "decode only (sampled)"),
@@ -171,46 +226,51 @@ def measure(
     infer(detector, decoded[:1], batch_size)
     frames = sum(len(c.frames) for c in decoded)
     media_s = sum(c.media_s for c in decoded)
+    breakdowns: list[Breakdown] = []
     for run in range(1, repeat + 1):
         # Interleaved, so that a burst of load from elsewhere spreads over all stages.
-        seconds, decoded = decode_sampled(clips, interval_s, queue_size)
-        stages["b"].runs.append(seconds)
-        stages["c"].runs.append(infer(detector, decoded, batch_size))
+        timer, decoded = decode_sampled(clips, interval_s, queue_size)
+        stages["b"].add(timer)
+        stages["c"].add(infer(detector, decoded, batch_size))
         del decoded
-        stages["a"].runs.append(run_orchestrate(clips, frames))
-        seconds, naive_frames = naive(detector, clips, interval_s)
+        timer, breakdown = run_orchestrate(clips, frames, intra_op_threads)
+        stages["a"].add(timer)
+        breakdowns.append(breakdown)
+        timer, naive_frames = naive(detector, clips, interval_s)
         if naive_frames != frames:
             raise SystemExit(f"the naive baseline sampled {naive_frames} frames, the sampler {frames}")
-        stages["d"].runs.append(seconds)
-        stages["e"].runs.append(decode_every_frame(clips))
+        stages["d"].add(timer)
+        stages["e"].add(decode_every_frame(clips))
         log(f"run {run}/{repeat}: " + ", ".join(f"{s.key}={s.runs[-1]:.2f}s" for s in stages.values()))
-    return stages, frames, media_s, detector
+    return stages, frames, media_s, detector, min(breakdowns, key=lambda b: b.total_s)
 
 
-def bundled_model() -> Path:
-    from importlib.resources import files
-
-    return Path(str(files("vvctl.data") / "models" / "person-ssdlite-mobilenetv2.onnx"))
-
-
-def render(stages: dict[str, Stage], frames: int, media_s: float) -> tuple[str, dict[str, float]]:
+def render(stages: dict[str, Stage], frames: int, media_s: float, cpus: int) -> tuple[str, dict[str, float]]:
     lines = [
-        f"{'stage':<30} {'best s':>8} {'all runs (s)':<28} {'sampled fr/s':>12} {'x realtime':>10}",
-        "-" * 92,
+        f"{'stage':<30} {'best s':>7} {'cpu s':>6} {'all runs (s)':<24} {'sampled fr/s':>12} {'x realtime':>10}",
+        "-" * 95,
     ]
     for stage in stages.values():
         runs = " ".join(f"{r:.2f}" for r in stage.runs)
         lines.append(
-            f"({stage.key}) {stage.title:<26} {stage.best:>8.2f} {runs:<28} "
+            f"({stage.key}) {stage.title:<26} {stage.best:>7.2f} {stage.best_cpu:>6.2f} {runs:<24} "
             f"{frames / stage.best:>12.1f} {media_s / stage.best:>10.1f}"
         )
     a, b, c, d, e = (stages[k].best for k in "abcde")
+    # No schedule of the same work beats its CPU seconds spread over every core, whatever the overlap.
+    floor = max(b, c, (stages["b"].best_cpu + stages["c"].best_cpu) / cpus)
     ratios = {
         "a / max(b, c)": a / max(b, c),
         "d / a": d / a,
         "e / b": e / b,
+        "a / cpu floor": a / floor,
     }
-    goals = {"a / max(b, c)": "goal <= 1.2", "d / a": "goal > 1", "e / b": "goal > 1"}
+    goals = {
+        "a / max(b, c)": "goal <= 1.2",
+        "d / a": "goal > 1",
+        "e / b": "goal > 1",
+        "a / cpu floor": f"floor = max(b, c, (cpu b + cpu c) / {cpus} CPUs) = {floor:.2f} s",
+    }
     lines.append("")
     for name, value in ratios.items():
         lines.append(f"{name:<14} {value:6.2f}   ({goals[name]})")
@@ -222,10 +282,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--videos", type=Path, default=DEFAULT_VIDEOS, help="folder with the clips")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is reported")
     parser.add_argument("--queue-size", type=int, default=8, help="FrameSampler queue size for (b)")
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=None,
+        help="onnxruntime intra-op threads for (a), (c) and (d); default: onnxruntime's (one per core)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.intra_op_threads is not None and args.intra_op_threads < 1:
+        parser.error("--intra-op-threads must be at least 1")
     clips = sorted(p for p in args.videos.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
     if not clips:
         parser.error(f"no video clips in {args.videos}")
@@ -234,8 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vvctl-bench-") as tmp:
         settings = fresh_settings(Path(tmp), [])
         log = (lambda _: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
-        stages, frames, media_s, detector = measure(clips, args.repeat, settings, args.queue_size, log)
-    table, ratios = render(stages, frames, media_s)
+        stages, frames, media_s, detector, breakdown = measure(
+            clips, args.repeat, settings, args.queue_size, args.intra_op_threads, log
+        )
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    table, ratios = render(stages, frames, media_s, cpus)
     info = detector.info
     header = {
         "clips": [p.name for p in clips],
@@ -245,22 +316,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch_size": settings.batch_size,
         "model": info.name,
         "provider": info.provider,
+        "intra_op_threads": args.intra_op_threads,
         "opencv": cv2.__version__,
         "repeat": args.repeat,
     }
     if args.json:
         out: dict[str, Any] = header | {
-            "stages": {s.key: {"title": s.title, "best_s": s.best, "runs_s": s.runs} for s in stages.values()},
+            "stages": {
+                s.key: {"title": s.title, "best_s": s.best, "cpu_s": s.best_cpu, "runs_s": s.runs}
+                for s in stages.values()
+            },
             "ratios": ratios,
+            "orchestrate_breakdown": vars(breakdown),
         }
         print(json.dumps(out, indent=2))
     else:
         print(
             f"{len(clips)} clips, {media_s:.1f} s of video, {frames} sampled frames every "
-            f"{settings.sample_interval_s:g} s; {info.name} on {info.provider}, batch {settings.batch_size}; "
+            f"{settings.sample_interval_s:g} s; {info.name} on {info.provider}, batch {settings.batch_size}, "
+            f"intra-op threads {args.intra_op_threads or 'default'}, {cpus} CPUs; "
             f"best of {args.repeat}"
         )
         print(table)
+        print(
+            f"\nbest (a) run: {breakdown.total_s:.2f} s, of which {breakdown.scan_s:.2f} s in the per-video "
+            f"decode+inference pipelines ({breakdown.inference_s:.2f} s in the detector, "
+            f"{breakdown.decode_wait_s:.2f} s waiting for decoded frames) and "
+            f"{breakdown.total_s - breakdown.scan_s:.2f} s in the rest (model load, hashing, probing, "
+            "summaries, signing, moves)"
+        )
     return 0 if math.isfinite(ratios["a / max(b, c)"]) else 1
 
 

@@ -9,7 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.pipeline.conftest import Box, check_chain, check_outputs, every_video_once, load, sha256
+from vvctl.core.hardware import has_gpu
 from vvctl.pipeline.orchestrate import Outcome
 
 
@@ -127,9 +130,34 @@ def test_gpu_request_that_ends_on_cpu_is_reported_loudly(box: Box, clips: dict[s
     assert model["gpu_fallback"] is fell_back
     assert analytic["model"]["gpu_fallback"] is fell_back
     assert analytic["model"]["provider"] == model["provider"]
-    assert ("vvctl: WARNING: GPU inference was requested" in result.stderr) is fell_back
-    assert bool(report["warnings"]) is fell_back
+    alarm = fell_back and model["gpu_present"] is True  # a GPU is there, yet inference ended on CPU
+    assert model["gpu_present"] is has_gpu()
+    assert ("vvctl: WARNING: GPU inference was requested" in result.stderr) is alarm
+    assert bool(report["warnings"]) is alarm
     assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("gpu_here", [True, False])
+def test_gpu_fallback_alarms_only_when_the_machine_has_a_gpu(
+    box: Box, clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch, gpu_here: bool
+) -> None:
+    # The CUDA provider cannot start on the test machines (no GPU or no CUDA libraries): it falls back.
+    monkeypatch.setattr("vvctl.pipeline.orchestrate.has_gpu", lambda: gpu_here)
+    box.configure(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    box.drop(clips["cars"])
+    report = box.run()
+    assert report.model is not None
+    if report.model.provider != "CPUExecutionProvider":
+        pytest.skip("CUDA really runs here: nothing falls back")
+    assert report.model.gpu_fallback is True
+    if gpu_here:
+        assert report.warnings == [report.model.warning] and "GPU inference was requested" in report.warnings[0]
+        assert report.model.note is None
+    else:
+        assert report.warnings == [] and report.model.warning is None
+        assert (
+            report.model.note == "no GPU on this machine: person-ssdlite-mobilenetv2.onnx runs on CPUExecutionProvider"
+        )
 
 
 def test_cpu_only_config_gives_no_gpu_warning(box: Box, clips: dict[str, Path]) -> None:

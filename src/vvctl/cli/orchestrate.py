@@ -152,6 +152,8 @@ def _human(console: Console, report: OrchestrateReport) -> None:
         )
     console.print(f"orchestrate {report.job_status}: {counts}{speed}", markup=False)
     console.print(f"{report.backlog} video file(s) left in input/ ({report.waiting} still settling)", markup=False)
+    if report.model is not None and report.model.note is not None:
+        console.print(f"note: {report.model.note}", markup=False)
     if report.counts.get("quarantined"):
         console.print(f"quarantined videos are in {report.storage_root / 'corrupted'} with their .error.json")
 

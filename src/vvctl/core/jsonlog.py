@@ -46,7 +46,7 @@ def configure_file_logging(logs_dir: Path, *, level: str = "info", max_bytes: in
     """
     logger = logging.getLogger("vvctl")
     logger.setLevel(level.upper())
-    target = os.path.abspath(logs_dir / LOG_FILE)
+    target = os.path.abspath(logs_dir / LOG_FILE)  # noqa: PTH100 - the same normalisation FileHandler applies
     for handler in list(logger.handlers):
         if handler.get_name() == _HANDLER_NAME:
             if isinstance(handler, logging.FileHandler) and handler.baseFilename == target:

@@ -40,6 +40,7 @@ from typing import Any
 from vvctl.core.atomic import atomic_write_json, durable_move, remove_stale_temps
 from vvctl.core.detectors import Detector, load_detector
 from vvctl.core.errors import StorageError, VVError
+from vvctl.core.hardware import has_gpu
 from vvctl.core.jsonlog import configure_file_logging
 from vvctl.core.layout import StorageLayout, check_storage_root
 from vvctl.core.locks import exclusive_lock
@@ -133,13 +134,26 @@ class ModelUsed:
     fallback_reason: str | None
     gpu_fallback: bool
     """A GPU provider was requested but the model runs on CPU: analysis is much slower than planned."""
+    gpu_present: bool = True
+    """This machine has a GPU (or it cannot be told). False on a CPU-only box."""
 
     @property
     def warning(self) -> str | None:
-        """The loud one-line warning for a GPU request that ended on CPU, else None."""
-        if not self.gpu_fallback:
+        """The loud one-line warning for a GPU request that ended on CPU although a GPU is there, else None.
+
+        On a machine with no GPU at all, the default provider list ending on CPU is the expected outcome
+        ("GPU when there is one, CPU otherwise"): it is recorded (``gpu_fallback``) and noted, not alarmed.
+        """
+        if not self.gpu_fallback or not self.gpu_present:
             return None
         return f"GPU inference was requested but {self.name} runs on {self.provider}: {self.fallback_reason}"
+
+    @property
+    def note(self) -> str | None:
+        """A quiet remark for the CPU-only case the warning leaves out, else None."""
+        if not self.gpu_fallback or self.gpu_present:
+            return None
+        return f"no GPU on this machine: {self.name} runs on {self.provider}"
 
 
 @dataclass(frozen=True)
@@ -192,6 +206,7 @@ def model_used(detector: Detector) -> ModelUsed:
         requested_providers=tuple(info.requested_providers),
         fallback_reason=info.fallback_reason,
         gpu_fallback=gpu_fell_back(info.requested_providers, info.provider),
+        gpu_present=has_gpu(),
     )
 
 
