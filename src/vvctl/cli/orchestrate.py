@@ -204,7 +204,8 @@ def command(
     4 another orchestrate holds the lock (this one exits at once); 5 model checksum mismatch;
     6 storage problem such as a full disk (the run stops, nothing is lost; rerun when there is space);
     7 no usable inference provider; 130 a --once run stopped by SIGTERM/SIGINT before the backlog was done.
-    A GPU provider that was requested but ended on CPU prints a warning on stderr (also in --json).
+    A GPU provider that was requested but ended on CPU on a machine that has a GPU prints a warning on
+    stderr (also in --json); on a machine without a GPU it is recorded and noted, not warned about.
     """
     from vvctl.pipeline.orchestrate import Mode, orchestrate
 

@@ -1,1 +1,1 @@
-"""Host-level jobs: bootstrap, install, cleanup, export, monitor."""
+"""Host-level jobs: bootstrap and the demo."""
