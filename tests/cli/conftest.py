@@ -19,9 +19,7 @@ class Invoke:
         self.runner = CliRunner()
 
     def __call__(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        return self.runner.invoke(
-            app, ["--config", str(self.config), *args], env=env, catch_exceptions=False
-        )
+        return self.runner.invoke(app, ["--config", str(self.config), *args], env=env, catch_exceptions=False)
 
     def json(self, *args: str, expect: int = 0) -> dict[str, Any]:
         result = self("--json", *args)

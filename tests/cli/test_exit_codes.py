@@ -152,4 +152,3 @@ def test_every_code_is_documented_and_tested() -> None:
     assert documented == {int(c) for c in ExitCode}
     tested = set(SCENARIOS) | {ExitCode.INTERNAL, ExitCode.INTERRUPTED}
     assert tested == set(ExitCode)
-

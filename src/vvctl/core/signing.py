@@ -149,8 +149,6 @@ class VerificationKeys(Mapping[str, VerifyingKey]):
         return VerificationKeys([*self._keys.values(), *other.values()])
 
 
-
-
 SIGNATURE_CONTRACT = "contract.signature.json"
 
 

@@ -185,9 +185,7 @@ def _ensure_keystore(settings: Settings, dry_run: bool) -> BootstrapItem:
     if dry_run:
         return BootstrapItem("key_store", path, Outcome.PRESENT if path.exists() else Outcome.WOULD_CREATE)
     created = ensure_keystore(path, settings.signing_algorithm)
-    return BootstrapItem(
-        "key_store", path, Outcome.CREATED if created else Outcome.PRESENT, settings.signing_algorithm
-    )
+    return BootstrapItem("key_store", path, Outcome.CREATED if created else Outcome.PRESENT, settings.signing_algorithm)
 
 
 def _check_configured_model(settings: Settings) -> BootstrapItem:
@@ -196,9 +194,7 @@ def _check_configured_model(settings: Settings) -> BootstrapItem:
         return BootstrapItem("model", path, Outcome.MISSING, "provide it with --model PATH --sha256 HEX")
     actual = sha256_file(path)
     if actual != settings.model_sha256:
-        raise IntegrityError(
-            f"model {path} has sha256 {actual[:12]}…, the config pins {settings.model_sha256[:12]}…"
-        )
+        raise IntegrityError(f"model {path} has sha256 {actual[:12]}…, the config pins {settings.model_sha256[:12]}…")
     return BootstrapItem("model", path, Outcome.PRESENT, "sha256 verified")
 
 
@@ -220,8 +216,7 @@ def _provision(source: Path, expected: str, target: Path, kind: str, dry_run: bo
             if digest.hexdigest() != expected:
                 # Raising inside atomic_open discards the temp file: the target is never touched.
                 raise IntegrityError(
-                    f"{source} has sha256 {digest.hexdigest()[:12]}…, expected {expected[:12]}…; "
-                    "nothing was written"
+                    f"{source} has sha256 {digest.hexdigest()[:12]}…, expected {expected[:12]}…; nothing was written"
                 )
     except OSError as exc:
         raise StorageError(f"cannot read {source}: {exc.strerror or exc}") from exc

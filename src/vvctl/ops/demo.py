@@ -68,9 +68,7 @@ def run_demo(storage_root: Path | None = None) -> DemoReport:
         # settle_s = 0: the clip is copied in atomically, so it is complete the moment it appears.
         atomic_write_text(
             config,
-            "# Written by 'vvctl demo'.\n"
-            f"storage_root = {json.dumps(str(root))}\n"
-            "settle_s = 0\n",
+            f"# Written by 'vvctl demo'.\nstorage_root = {json.dumps(str(root))}\nsettle_s = 0\n",
         )
     loaded = load_settings(config, env={}, require_file=True)
 
