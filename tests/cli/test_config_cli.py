@@ -42,3 +42,9 @@ def test_bad_config_is_one_line_exit_3(invoke: Invoke) -> None:
     result = invoke("config", "show")
     assert result.exit_code == 3
     assert result.stderr == f"vvctl: error: config file {invoke.config}: key 'sample_interval': unknown key\n"
+
+
+def test_json_for_scripts_is_one_compact_line(invoke: Invoke) -> None:
+    result = invoke("--json", "config", "path")  # stdout is a pipe here, not a terminal
+    assert result.exit_code == 0
+    assert result.stdout.count("\n") == 1 and '"kind": "config-path"' in result.stdout
