@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 from vvctl.ops.bootstrap import BootstrapReport, Outcome
@@ -39,9 +40,7 @@ def _human(console: Console, report: BootstrapReport) -> None:
 
 def command(
     ctx: typer.Context,
-    storage_root: Annotated[
-        Path | None, typer.Option("--storage-root", help="Storage root (overrides config and VV_STORAGE_ROOT).")
-    ] = None,
+    storage_root: StorageRootOption = None,
     model: Annotated[
         Path | None, typer.Option("--model", help="Provision this ONNX model instead of the bundled one.")
     ] = None,

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +24,7 @@ from rich.progress import (
 )
 
 from vvctl.cli.console import make_console
+from vvctl.cli.options import JsonOption, StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 from vvctl.core.errors import ExitCode, UsageError
@@ -181,12 +181,8 @@ def command(
     reprocess: Annotated[
         bool, typer.Option("--reprocess", help="Analyse again done videos whose model or analysis settings changed.")
     ] = False,
-    storage_root: Annotated[
-        Path | None, typer.Option("--storage-root", help="Storage root (overrides config and VV_STORAGE_ROOT).")
-    ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Same as the global --json: print the report as JSON.")
-    ] = False,
+    storage_root: StorageRootOption = None,
+    json_output: JsonOption = False,
     settle: Annotated[
         float | None,
         typer.Option("--settle", min=0.0, help="Seconds a file's size and mtime must be stable (overrides settle_s)."),

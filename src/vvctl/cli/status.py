@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from vvctl.cli.options import JsonOption, StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 
@@ -56,12 +56,8 @@ def _human(console: Console, report: StatusReport) -> None:
 
 def command(
     ctx: typer.Context,
-    storage_root: Annotated[
-        Path | None, typer.Option("--storage-root", help="Storage root (overrides config and VV_STORAGE_ROOT).")
-    ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Same as the global --json: print the report as JSON.")
-    ] = False,
+    storage_root: StorageRootOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Show the backlog in input/ (settling files included), done, failed, quarantined and processing
     videos, the last run of each job and the head of each LogLine chain. Exit code 0; 6 when the storage

@@ -14,25 +14,15 @@ from typing import Any
 from vvctl.core.atomic import atomic_write_json
 from vvctl.core.schemas import validate
 from vvctl.core.timeutil import Clock, rfc3339, utcnow
+from vvctl.core.video import VIDEO_ERROR_REASONS
 from vvctl.pipeline.discovery import free_destination
 
 ERROR_SCHEMA = "error.schema.json"
 SCHEMA_VERSION = 1
 ERROR_SUFFIX = ".error.json"
 
-REASONS: frozenset[str] = frozenset(
-    {
-        "empty_file",
-        "unreadable",
-        "not_a_video",
-        "unsupported_codec",
-        "no_frames",
-        "corrupt_stream",
-        "truncated",
-        "timeout",
-        "crashed",
-    }
-)
+REASONS: frozenset[str] = VIDEO_ERROR_REASONS | {"timeout", "crashed"}
+"""Every reason code an error record may carry: the video errors plus a timed-out or crashing analysis."""
 
 
 @dataclass(frozen=True)
