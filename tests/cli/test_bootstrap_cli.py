@@ -85,14 +85,24 @@ def test_model_option_verifies_checksum(invoke: Invoke, tmp_path: Path) -> None:
     bad = invoke("--json", "bootstrap", "--storage-root", str(root), "--model", str(yolo), "--sha256", "0" * 64)
     assert bad.exit_code == 5
     assert "expected 000000000000" in bad.stderr
-    assert not (root / "models" / yolo.name).exists()
-    assert not [p for p in (root / "models").iterdir() if p.name.startswith(".vvtmp")]
+    assert not root.exists() and not invoke.config.exists()  # refused before anything was written
 
     sha = "eee43d6844141b8f3b9cea25dbb4faa9f6bfde117d49329a3be43cbfd42c2ac7"
-    good = invoke.json("bootstrap", "--model", str(yolo), "--sha256", sha.upper())
+    good = invoke.json("bootstrap", "--storage-root", str(root), "--model", str(yolo), "--sha256", sha.upper())
     assert (root / "models" / yolo.name).stat().st_size == yolo.stat().st_size
     (model,) = [i for i in good["items"] if i["kind"] == "model"]
     assert model["outcome"] == "created"
+
+
+def test_model_that_is_not_an_onnx_detector_is_refused(invoke: Invoke, tmp_path: Path) -> None:
+    root = tmp_path / "T"
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"this is a text file, not a network\n" * 100)
+    sha = hashlib.sha256(fake.read_bytes()).hexdigest()
+    result = invoke("bootstrap", "--storage-root", str(root), "--model", str(fake), "--sha256", sha)
+    assert result.exit_code == 8
+    assert "model.onnx is not a loadable ONNX model" in result.stderr
+    assert not root.exists() and not invoke.config.exists()
 
 
 def test_model_written_into_new_config(invoke: Invoke, tmp_path: Path) -> None:
@@ -145,3 +155,15 @@ def test_refuses_a_read_only_root(invoke: Invoke, tmp_path: Path) -> None:
     result = invoke("bootstrap", "--storage-root", str(ro / "T"))
     assert result.exit_code == 6
     assert "permission denied" in result.stderr
+
+
+def test_model_for_an_existing_config_says_the_config_is_unchanged(invoke: Invoke, tmp_path: Path) -> None:
+    invoke.json("bootstrap", "--storage-root", str(tmp_path / "T"))
+    config_before = invoke.config.read_bytes()
+    yolo = MODELS / "yolov8s-person-fall.onnx"
+    sha = "eee43d6844141b8f3b9cea25dbb4faa9f6bfde117d49329a3be43cbfd42c2ac7"
+    report = invoke.json("bootstrap", "--model", str(yolo), "--sha256", sha)
+    (model,) = [i for i in report["items"] if i["kind"] == "model"]
+    assert model["outcome"] == "created"
+    assert "the config still uses person-ssdlite-mobilenetv2.onnx" in model["detail"]
+    assert invoke.config.read_bytes() == config_before

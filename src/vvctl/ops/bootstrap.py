@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,8 @@ def bootstrap(
             raise UsageError("--sha256 must be 64 hexadecimal characters")
     root = check_storage_root(settings.storage_root)
     _check_writable(root)
+    if model_source is not None and model_sha256 is not None:
+        _check_model(model_source, model_sha256, settings.detector)  # before anything is written
     layout = StorageLayout(root)
     items: list[BootstrapItem] = []
 
@@ -87,7 +89,11 @@ def bootstrap(
     items.append(_ensure_keystore(settings, dry_run))
 
     if model_source is not None and model_sha256 is not None:
-        items.append(_provision(model_source, model_sha256, layout.models / model_source.name, "model", dry_run))
+        item = _provision(model_source, model_sha256, layout.models / model_source.name, "model", dry_run)
+        if (settings.model, settings.model_sha256) != (model_source.name, model_sha256) and loaded.config_exists:
+            hint = f'the config still uses {settings.model}: set model = "{model_source.name}" and model_sha256'
+            item = replace(item, detail=f"{item.detail}; {hint}" if item.detail else hint)
+        items.append(item)
     elif settings.model == DEFAULT_MODEL_NAME and not Path(settings.model).is_absolute():
         items.append(_provision(bundled_model(), DEFAULT_MODEL_SHA256, settings.model_path, "model", dry_run))
     else:
@@ -132,6 +138,19 @@ def _append_logline(settings: Settings, report: BootstrapReport) -> BootstrapRep
         slug="bootstrap",
     )
     return replace(report, logline=written.path)
+
+
+def _check_model(source: Path, expected: str, kind: str) -> None:
+    """Refuse a ``--model`` that is missing, does not match its checksum (exit 5), or is not an ONNX
+    detector vvctl can run (exit 8), before bootstrap writes anything (the config would pin it)."""
+    if not source.is_file():
+        raise StorageError(f"model source {source} does not exist or is not a file")
+    actual = sha256_file(source)
+    if actual != expected:
+        raise IntegrityError(f"{source} has sha256 {actual[:12]}…, expected {expected[:12]}…; nothing was written")
+    from vvctl.core.detectors import load_detector
+
+    load_detector(source, sha256=expected, kind=kind, providers=("CPUExecutionProvider",))
 
 
 def _check_writable(root: Path) -> None:
