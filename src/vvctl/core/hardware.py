@@ -15,9 +15,8 @@ from pathlib import Path
 _NVIDIA_NODES = ("nvidia[0-9]*", "nvhost-gpu", "nvhost-ctrl-gpu", "nvgpu/igpu0")
 
 
-def gpu_devices() -> list[str] | None:
+def gpu_devices(dev: Path = Path("/dev")) -> list[str] | None:
     """NVIDIA GPU device nodes present, or None where this cannot be told (not Linux: assume a GPU)."""
-    dev = Path("/dev")
     if os.name != "posix" or not dev.is_dir():
         return None
     found: list[str] = []
