@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -40,6 +41,7 @@ from vvctl.core.settings import Settings, load_settings
 from vvctl.core.video import FrameSampler, probe
 from vvctl.ops.bootstrap import bootstrap
 from vvctl.pipeline.orchestrate import orchestrate
+from vvctl.pipeline.scan import GPU_PROVIDERS, inference_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEOS = REPO_ROOT.parent / "shared" / "testdata" / "videos"
@@ -154,6 +156,16 @@ def infer(detector: Detector, clips: Sequence[Clip], batch_size: int) -> Timer:
     return timer
 
 
+def infer_planned(detector: Detector, clips: Sequence[Clip], batch_size: int, workers: int) -> Timer:
+    """Inference only, the way orchestrate runs it: ``workers`` batches in flight at once, in order."""
+    with Timer() as timer, ThreadPoolExecutor(workers) as pool:
+        for clip in clips:
+            batches = [clip.frames[start : start + batch_size] for start in range(0, len(clip.frames), batch_size)]
+            for _ in pool.map(detector.detect, batches):
+                pass
+    return timer
+
+
 def naive(detector: Detector, clips: Sequence[Path], interval_s: float) -> tuple[Timer, int]:
     with Timer() as timer:
         sampled = _naive(detector, clips, interval_s)
@@ -210,6 +222,18 @@ def measure(
         batch_size=settings.batch_size,
         intra_op_threads=intra_op_threads,
     )
+    plan = inference_plan(intra_op_threads=intra_op_threads)
+    planned = load_detector(
+        settings.model_path,
+        sha256=settings.model_sha256,
+        kind=settings.detector,
+        providers=settings.providers,
+        score_threshold=settings.score_threshold,
+        nms_iou=settings.nms_iou,
+        batch_size=settings.batch_size,
+        intra_op_threads=plan.intra_op_threads,
+    )
+    workers = plan.workers if planned.info.provider not in GPU_PROVIDERS else 1
     interval_s, batch_size = settings.sample_interval_s, settings.batch_size
     stages = {
         key: Stage(key, title, [], [])
@@ -219,6 +243,7 @@ def measure(
             ("c", "inference only"),
             ("d", "naive: read all + 1-by-1"),
             ("e", "decode every frame"),
+            ("f", f"inference, {workers} worker(s)"),
         ]
     }
     # Warm-up: file cache, decoder and model initialisation, so run 1 is not an outlier.
@@ -232,6 +257,7 @@ def measure(
         timer, decoded = decode_sampled(clips, interval_s, queue_size)
         stages["b"].add(timer)
         stages["c"].add(infer(detector, decoded, batch_size))
+        stages["f"].add(infer_planned(planned, decoded, batch_size, workers))
         del decoded
         timer, breakdown = run_orchestrate(clips, frames, intra_op_threads)
         stages["a"].add(timer)
@@ -256,9 +282,12 @@ def render(stages: dict[str, Stage], frames: int, media_s: float, cpus: int) -> 
             f"({stage.key}) {stage.title:<26} {stage.best:>7.2f} {stage.best_cpu:>6.2f} {runs:<24} "
             f"{frames / stage.best:>12.1f} {media_s / stage.best:>10.1f}"
         )
-    a, b, c, d, e = (stages[k].best for k in "abcde")
+    a, b, d, e = (stages[k].best for k in "abde")
+    # (c) is the faster of the two ways to run inference alone: the strictest limit for (a).
+    fastest = min(stages["c"], stages["f"], key=lambda stage: stage.best)
+    c = fastest.best
     # No schedule of the same work beats its CPU seconds spread over every core, whatever the overlap.
-    floor = max(b, c, (stages["b"].best_cpu + stages["c"].best_cpu) / cpus)
+    floor = max(b, c, (stages["b"].best_cpu + fastest.best_cpu) / cpus)
     ratios = {
         "a / max(b, c)": a / max(b, c),
         "d / a": d / a,
@@ -266,7 +295,7 @@ def render(stages: dict[str, Stage], frames: int, media_s: float, cpus: int) -> 
         "a / cpu floor": a / floor,
     }
     goals = {
-        "a / max(b, c)": "goal <= 1.2",
+        "a / max(b, c)": f"goal <= 1.2; c = the faster of (c) and (f): ({fastest.key})",
         "d / a": "goal > 1",
         "e / b": "goal > 1",
         "a / cpu floor": f"floor = max(b, c, (cpu b + cpu c) / {cpus} CPUs) = {floor:.2f} s",
@@ -340,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table)
         print(
             f"\nbest (a) run: {breakdown.total_s:.2f} s, of which {breakdown.scan_s:.2f} s in the per-video "
-            f"decode+inference pipelines ({breakdown.inference_s:.2f} s in the detector, "
+            f"decode+inference pipelines ({breakdown.inference_s:.2f} s in the detector summed over workers, "
             f"{breakdown.decode_wait_s:.2f} s waiting for decoded frames) and "
             f"{breakdown.total_s - breakdown.scan_s:.2f} s in the rest (model load, hashing, probing, "
             "summaries, signing, moves)"

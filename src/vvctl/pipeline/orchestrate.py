@@ -31,7 +31,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -51,7 +51,16 @@ from vvctl.core.timeutil import Clock, utcnow
 from vvctl.core.video import VideoError, VideoInfo, probe
 from vvctl.pipeline.discovery import Candidate, SettleTracker, free_destination, list_videos
 from vvctl.pipeline.quarantine import REASONS, write_error_record
-from vvctl.pipeline.scan import ScanParams, ScanProgress, ScanStopped, ScanTimeout, gpu_fell_back, scan_video
+from vvctl.pipeline.scan import (
+    GPU_PROVIDERS,
+    ScanParams,
+    ScanProgress,
+    ScanStopped,
+    ScanTimeout,
+    gpu_fell_back,
+    inference_plan,
+    scan_video,
+)
 from vvctl.pipeline.summarize import summarize
 from vvctl.pipeline.videostate import JobStatus, VideoRow, VideoStateStore, VideoStatus
 
@@ -315,6 +324,7 @@ class _Run:
         # Loaded on first use: a cron run with an empty backlog never pays for the model.
         if self.detector is None:
             s = self.settings
+            plan = inference_plan(intra_op_threads=self.intra_op_threads)
             self.detector = load_detector(
                 s.model_path,
                 sha256=s.model_sha256,
@@ -323,8 +333,10 @@ class _Run:
                 score_threshold=s.score_threshold,
                 nms_iou=s.nms_iou,
                 batch_size=s.batch_size,
-                intra_op_threads=self.intra_op_threads,
+                intra_op_threads=plan.intra_op_threads,
             )
+            on_cpu = self.detector.info.provider not in GPU_PROVIDERS
+            self.params = replace(self.params, workers=plan.workers if on_cpu else 1)
             model = model_used(self.detector)
             if model.warning is not None:
                 log.warning("gpu fallback", extra={"provider": model.provider, "reason": model.fallback_reason})
