@@ -349,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "opencv": cv2.__version__,
         "repeat": args.repeat,
     }
+    plan = inference_plan(intra_op_threads=args.intra_op_threads)
     if args.json:
         out: dict[str, Any] = header | {
             "stages": {
@@ -363,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{len(clips)} clips, {media_s:.1f} s of video, {frames} sampled frames every "
             f"{settings.sample_interval_s:g} s; {info.name} on {info.provider}, batch {settings.batch_size}, "
-            f"intra-op threads {args.intra_op_threads or 'default'}, {cpus} CPUs; "
+            f"(c)/(d) intra-op threads {args.intra_op_threads or 'default'}, (a)/(f) "
+            f"{plan.workers} worker(s) x {plan.intra_op_threads or 'default'} thread(s), {cpus} CPUs; "
             f"best of {args.repeat}"
         )
         print(table)
