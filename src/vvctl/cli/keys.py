@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 from vvctl.core.keystore import KeyInfo
 from vvctl.core.settings import Settings
+
+if TYPE_CHECKING:
+    from vvctl.ops.keys import KeyChange
 
 app = typer.Typer(help="Manage the signing keys: list, rotate, revoke, export-public.", no_args_is_help=True)
 
@@ -30,17 +33,6 @@ KeyStoreOption = Annotated[
 class KeyList:
     key_store: Path
     keys: tuple[KeyInfo, ...]
-
-
-@dataclass(frozen=True)
-class KeyChange:
-    key_store: Path
-    action: str
-    key: KeyInfo
-    changed: bool
-    active: KeyInfo | None
-    """The key that is active after the change, when the change made a new one."""
-    logline: Path | None
 
 
 @dataclass(frozen=True)
@@ -69,13 +61,6 @@ def _key_table(keys: tuple[KeyInfo, ...]) -> Table:
             key.public_key or "",
         )
     return table
-
-
-def _record(settings: Settings, did: str, this: str, key_id: str, slug: str) -> Path:
-    from vvctl.core.logline import LogLineDraft, LogLineWriter
-
-    draft = LogLineDraft(who="vvctl keys", did=did, this=this, status="ok", source={"type": "key", "id": key_id})
-    return LogLineWriter(settings).append("jobs", draft, slug=slug).path
 
 
 @app.command("list")
@@ -107,20 +92,9 @@ def _show_change(console: Console, report: KeyChange) -> None:
 @app.command("rotate")
 def rotate_command(ctx: typer.Context, key_store: KeyStoreOption = None) -> None:
     """Retire the active key (what it signed stays valid) and make a new one, of the configured algorithm."""
-    from vvctl.core.keystore import rotate_key
+    from vvctl.ops.keys import rotate
 
-    settings = _settings(ctx, key_store)
-    rotation = rotate_key(settings.key_store, settings.signing_algorithm)
-    retired = rotation.retired
-    this = f"retired key {retired.key_id}" if retired else "no key was active"
-    logline = _record(
-        settings,
-        "rotated the signing key",
-        f"{this}; new active key {rotation.new.key_id} ({rotation.new.algorithm.value})",
-        rotation.new.key_id,
-        "keys-rotate",
-    )
-    report = KeyChange(settings.key_store, "rotated", retired or rotation.new, True, rotation.new, logline)
+    report = rotate(_settings(ctx, key_store))
     emit(get_state(ctx), report, "keys-rotate", _show_change)
 
 
@@ -135,22 +109,9 @@ def revoke_command(
 ) -> None:
     """Revoke a key: every LogLine it signed verifies as INVALID (revoked_key). Revoking the active key
     also makes a new active key."""
-    from vvctl.core.errors import UsageError
-    from vvctl.core.keystore import revoke_key
+    from vvctl.ops.keys import revoke
 
-    if reason is not None and len(reason) > 500:
-        raise UsageError("--reason is longer than 500 characters")
-    settings = _settings(ctx, key_store)
-    revocation = revoke_key(settings.key_store, key_id, algorithm=settings.signing_algorithm, reason=reason)
-    logline = None
-    if revocation.changed:
-        this = f"revoked key {key_id}" + (f" ({reason})" if reason else "")
-        if revocation.replacement is not None:
-            this += f"; new active key {revocation.replacement.key_id}"
-        logline = _record(settings, "revoked a signing key", this, key_id, "keys-revoke")
-    report = KeyChange(
-        settings.key_store, "revoked", revocation.revoked, revocation.changed, revocation.replacement, logline
-    )
+    report = revoke(_settings(ctx, key_store), key_id, reason)
     emit(get_state(ctx), report, "keys-revoke", _show_change)
 
 
