@@ -280,3 +280,13 @@ def test_a_video_that_hits_an_internal_error_every_time_is_quarantined_after_max
     assert "RuntimeError" in load(box.root / "corrupted" / "people.avi.error.json")["message"]
     every_video_once(box, {"people.avi"})
     check_outputs(box)
+
+
+def test_a_missing_key_store_stops_the_run_before_any_analysis(box: Box, clips: dict[str, Path]) -> None:
+    box.drop(clips["walkway"])
+    (box.root / "state" / "keystore.json").unlink()
+    result = box.cli("orchestrate")
+    assert result.exit_code == 6
+    assert "key store" in result.stderr and "does not exist" in result.stderr
+    assert list((box.root / "analytic").iterdir()) == []  # nothing analysed that could not be signed
+    assert box.videos_in("input") == [clips["walkway"].name]

@@ -42,6 +42,7 @@ from vvctl.core.detectors import Detector, load_detector
 from vvctl.core.errors import StorageError, VVError
 from vvctl.core.hardware import has_gpu
 from vvctl.core.jsonlog import configure_file_logging
+from vvctl.core.keystore import load_keystore
 from vvctl.core.layout import StorageLayout, check_storage_root
 from vvctl.core.locks import exclusive_lock
 from vvctl.core.logline import LogLineDraft, LogLineWriter, WrittenLogLine
@@ -704,6 +705,9 @@ def orchestrate(
         for directory in _output_dirs(layout):
             remove_stale_temps(directory)
         writer = LogLineWriter(settings, clock=clock)
+        # Fail before any analysis when the results could not be signed (missing or unsafe key store):
+        # an hour of inference would otherwise be thrown away at the first LogLine.
+        load_keystore(writer.key_store)
         with VideoStateStore(layout.state_db, clock=clock) as db:
             db.close_dead_jobs(JOB)
             run_id = db.start_job(JOB)
