@@ -40,8 +40,8 @@ from vvctl.core.detectors import Detector, load_detector
 from vvctl.core.settings import Settings, load_settings
 from vvctl.core.video import FrameSampler, probe
 from vvctl.ops.bootstrap import bootstrap
-from vvctl.pipeline.orchestrate import orchestrate
-from vvctl.pipeline.scan import GPU_PROVIDERS, inference_plan
+from vvctl.pipeline.orchestrate import load_configured_detector, orchestrate
+from vvctl.pipeline.scan import inference_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEOS = REPO_ROOT.parent / "shared" / "testdata" / "videos"
@@ -222,18 +222,7 @@ def measure(
         batch_size=settings.batch_size,
         intra_op_threads=intra_op_threads,
     )
-    plan = inference_plan(intra_op_threads=intra_op_threads)
-    planned = load_detector(
-        settings.model_path,
-        sha256=settings.model_sha256,
-        kind=settings.detector,
-        providers=settings.providers,
-        score_threshold=settings.score_threshold,
-        nms_iou=settings.nms_iou,
-        batch_size=settings.batch_size,
-        intra_op_threads=plan.intra_op_threads,
-    )
-    workers = plan.workers if planned.info.provider not in GPU_PROVIDERS else 1
+    planned, workers = load_configured_detector(settings, intra_op_threads=intra_op_threads)  # as (a) loads it
     interval_s, batch_size = settings.sample_interval_s, settings.batch_size
     stages = {
         key: Stage(key, title, [], [])

@@ -220,6 +220,23 @@ def model_used(detector: Detector) -> ModelUsed:
     )
 
 
+def load_configured_detector(settings: Settings, *, intra_op_threads: int | None = None) -> tuple[Detector, int]:
+    """The configured detector, loaded with orchestrate's inference plan, and how many batches to keep in
+    flight with it (two on the CPU, one on a GPU provider; see :func:`vvctl.pipeline.scan.inference_plan`)."""
+    plan = inference_plan(intra_op_threads=intra_op_threads)
+    detector = load_detector(
+        settings.model_path,
+        sha256=settings.model_sha256,
+        kind=settings.detector,
+        providers=settings.providers,
+        score_threshold=settings.score_threshold,
+        nms_iou=settings.nms_iou,
+        batch_size=settings.batch_size,
+        intra_op_threads=plan.intra_op_threads,
+    )
+    return detector, plan.workers if detector.info.provider not in GPU_PROVIDERS else 1
+
+
 def analysis_config_hash(settings: Settings) -> str:
     """SHA-256 of every setting that changes an analysis or its summary (``--reprocess`` compares it)."""
     relevant = {
@@ -324,20 +341,8 @@ class _Run:
     def _load_detector(self) -> Detector:
         # Loaded on first use: a cron run with an empty backlog never pays for the model.
         if self.detector is None:
-            s = self.settings
-            plan = inference_plan(intra_op_threads=self.intra_op_threads)
-            self.detector = load_detector(
-                s.model_path,
-                sha256=s.model_sha256,
-                kind=s.detector,
-                providers=s.providers,
-                score_threshold=s.score_threshold,
-                nms_iou=s.nms_iou,
-                batch_size=s.batch_size,
-                intra_op_threads=plan.intra_op_threads,
-            )
-            on_cpu = self.detector.info.provider not in GPU_PROVIDERS
-            self.params = replace(self.params, workers=plan.workers if on_cpu else 1)
+            self.detector, workers = load_configured_detector(self.settings, intra_op_threads=self.intra_op_threads)
+            self.params = replace(self.params, workers=workers)
             model = model_used(self.detector)
             if model.warning is not None:
                 log.warning("gpu fallback", extra={"provider": model.provider, "reason": model.fallback_reason})
