@@ -48,3 +48,12 @@ def test_json_for_scripts_is_one_compact_line(invoke: Invoke) -> None:
     result = invoke("--json", "config", "path")  # stdout is a pipe here, not a terminal
     assert result.exit_code == 0
     assert result.stdout.count("\n") == 1 and '"kind": "config-path"' in result.stdout
+
+
+def test_a_named_config_file_that_does_not_exist_is_exit_3(invoke: Invoke) -> None:
+    assert not invoke.config.exists()
+    result = invoke("status")
+    assert result.exit_code == 3
+    assert result.stderr.strip() == (
+        f"vvctl: error: config file {invoke.config} does not exist (run 'vvctl bootstrap' to create it)"
+    )

@@ -138,3 +138,9 @@ def test_people_see_only_invalid_files_above_the_limit_unless_all(
     assert "2 valid not listed" in result.stdout
     everything = invoke("verify-logline", "--all", str(root / "loglines"), env=wide)
     assert all(f.name in everything.stdout for f in files)
+
+
+def test_a_missing_path_is_a_usage_error_before_any_key_store_is_needed(invoke: Invoke, tmp_path: Path) -> None:
+    result = invoke("verify-logline", str(tmp_path / "nowhere"))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"vvctl: error: {tmp_path / 'nowhere'} does not exist"

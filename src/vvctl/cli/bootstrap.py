@@ -51,6 +51,6 @@ def command(
     from vvctl.ops.bootstrap import bootstrap
 
     state = get_state(ctx)
-    loaded = state.settings(storage_root=str(storage_root) if storage_root else None)
+    loaded = state.settings(require_file=False, storage_root=str(storage_root) if storage_root else None)
     report = bootstrap(loaded, model_source=model, model_sha256=sha256, dry_run=dry_run)
     emit(state, report, "bootstrap", _human)

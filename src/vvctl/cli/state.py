@@ -18,9 +18,13 @@ class CliState:
     verbose: bool = False
     quiet: bool = False
 
-    def settings(self, **flags: Any) -> LoadedSettings:
-        """Effective settings: these flags over ``VV_*`` over the config file over defaults."""
-        return load_settings(self.config, flags=flags)
+    def settings(self, *, require_file: bool = True, **flags: Any) -> LoadedSettings:
+        """Effective settings: these flags over ``VV_*`` over the config file over defaults.
+
+        A config file named by ``--config`` or ``VV_CONFIG`` must exist (exit 3 otherwise), except for a
+        command that creates it (``require_file=False``: bootstrap).
+        """
+        return load_settings(self.config, flags=flags, require_file=require_file)
 
 
 def get_state(ctx: typer.Context) -> CliState:

@@ -115,6 +115,11 @@ def command(
     from vvctl.core.verify import resolve_expected_heads, verify_paths
 
     state = get_state(ctx)
+    missing = next((p for p in paths if not p.exists()), None)
+    if missing is not None:  # a usage error first, before any key store is looked for
+        from vvctl.core.errors import UsageError
+
+        raise UsageError(f"{missing} does not exist")
     public_keys = list(public_key or [])
     if key_store is None and not public_keys:
         key_store = state.settings().settings.key_store
