@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -43,7 +43,7 @@ class PublicExport:
 
 
 def _settings(ctx: typer.Context, key_store: Path | None) -> Settings:
-    flags = {"key_store": str(key_store)} if key_store is not None else {}
+    flags: dict[str, Any] = {"key_store": str(key_store)} if key_store is not None else {}
     return get_state(ctx).settings(**flags).settings
 
 
