@@ -29,7 +29,16 @@ def test_human_output_lists_each_video_and_a_summary(box: Box, clips: dict[str, 
 def test_quiet_prints_nothing(box: Box, clips: dict[str, Path]) -> None:
     box.drop(clips["people"])
     result = box.cli("--quiet", "orchestrate")
-    assert result.exit_code == 0 and result.stdout == ""
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_quiet_still_names_a_quarantined_file_on_stderr(box: Box, clips: dict[str, Path]) -> None:
+    box.drop(clips["people"])
+    (box.root / "input" / "bad.mp4").write_bytes(b"not a video at all" * 100)
+    result = box.cli("--quiet", "orchestrate")
+    assert result.exit_code == 1 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("vvctl: WARNING: quarantined bad.mp4 (")
 
 
 def test_json_report_after_the_command_name(box: Box, clips: dict[str, Path]) -> None:

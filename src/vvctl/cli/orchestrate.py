@@ -64,6 +64,10 @@ def _result_line(result: VideoResult) -> str:
     return f"{result.outcome.value:<11} {result.name}{reason}{': ' + message if message else ''}"
 
 
+PROBLEMS = frozenset({"quarantined", "failed"})
+"""Outcomes announced on stderr even with --quiet or --json."""
+
+
 class _Live:
     """Turns library progress events into output: per-video lines, the GPU warning, and (on a terminal)
     rich progress bars for the current video and the whole pass with sampled frames/s and ETA."""
@@ -113,6 +117,10 @@ class _Live:
         if isinstance(event, VideoFinished):
             if self.lines:
                 self._print(_result_line(event.result))
+            elif event.result.outcome.value in PROBLEMS:
+                # --quiet/--json print no per-video lines, but a file set aside must still reach a person
+                # (cron mails what lands on stderr).
+                self.warn(" ".join(_result_line(event.result).split(maxsplit=1)))
             self.frames_done += event.result.frames_sampled
             if self.progress is not None and self.overall is not None:
                 self.progress.advance(self.overall)
