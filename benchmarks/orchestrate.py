@@ -36,11 +36,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from vvctl.core.detectors import Detector, load_detector
+from vvctl.core.detectors import Detector
 from vvctl.core.settings import Settings, load_settings
 from vvctl.core.video import FrameSampler, probe
 from vvctl.ops.bootstrap import bootstrap
-from vvctl.pipeline.orchestrate import load_configured_detector, orchestrate
+from vvctl.pipeline.orchestrate import detector_from_settings, load_configured_detector, orchestrate
 from vvctl.pipeline.scan import inference_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -212,16 +212,7 @@ def measure(
     intra_op_threads: int | None,
     log: Callable[[str], None],
 ) -> tuple[dict[str, Stage], int, float, Detector, Breakdown]:
-    detector = load_detector(
-        settings.model_path,
-        sha256=settings.model_sha256,
-        kind=settings.detector,
-        providers=settings.providers,
-        score_threshold=settings.score_threshold,
-        nms_iou=settings.nms_iou,
-        batch_size=settings.batch_size,
-        intra_op_threads=intra_op_threads,
-    )
+    detector = detector_from_settings(settings, intra_op_threads=intra_op_threads)
     planned, workers = load_configured_detector(settings, intra_op_threads=intra_op_threads)  # as (a) loads it
     interval_s, batch_size = settings.sample_interval_s, settings.batch_size
     stages = {

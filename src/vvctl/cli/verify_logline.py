@@ -112,14 +112,10 @@ def command(
     Exit 0 when every LogLine is valid and every chain intact, 1 when not, 2 for bad arguments.
     """
     from vvctl.core.keystore import load_verification_keys
-    from vvctl.core.verify import resolve_expected_heads, verify_paths
+    from vvctl.core.verify import check_paths, resolve_expected_heads, verify_paths
 
     state = get_state(ctx)
-    missing = next((p for p in paths if not p.exists()), None)
-    if missing is not None:  # a usage error first, before any key store is looked for
-        from vvctl.core.errors import UsageError
-
-        raise UsageError(f"{missing} does not exist")
+    check_paths(paths)  # a usage error first, before any key store is looked for
     public_keys = list(public_key or [])
     if key_store is None and not public_keys:
         key_store = state.settings().settings.key_store

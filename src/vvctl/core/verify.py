@@ -415,19 +415,26 @@ def _walk(directory: str) -> Iterator[str]:
         stack.extend(sorted(subdirectories, reverse=True))
 
 
-def collect(paths: Sequence[Path]) -> list[tuple[str, bool]]:
-    """Every LogLine file under ``paths``: (path, found by scanning a directory). Duplicates removed."""
+def check_paths(paths: Sequence[Path]) -> None:
+    """:class:`UsageError` unless ``paths`` is non-empty and each exists (a dangling link counts: it gets a
+    verdict). Cheap, so a command can call it before it looks for keys."""
     if not paths:
         raise UsageError("give at least one LogLine file or directory")
+    for given in paths:
+        if not os.path.lexists(given):
+            raise UsageError(f"{given} does not exist")
+
+
+def collect(paths: Sequence[Path]) -> list[tuple[str, bool]]:
+    """Every LogLine file under ``paths``: (path, found by scanning a directory). Duplicates removed."""
+    check_paths(paths)
     found: list[tuple[str, bool]] = []
     for given in paths:
         text = os.fspath(given)
         if Path(text).is_dir():
             found.extend((p, True) for p in _walk(text))
-        elif os.path.lexists(text):
-            found.append((text, False))
         else:
-            raise UsageError(f"{given} does not exist")
+            found.append((text, False))
     if len(paths) == 1:
         return found
     # Overlapping arguments (a directory and a file in it) must not make a record its own duplicate.
@@ -719,6 +726,7 @@ __all__ = [
     "VerifyReport",
     "check_bytes",
     "check_file",
+    "check_paths",
     "collect",
     "load_checkpoint",
     "parse_expect_head",

@@ -224,7 +224,13 @@ def load_configured_detector(settings: Settings, *, intra_op_threads: int | None
     """The configured detector, loaded with orchestrate's inference plan, and how many batches to keep in
     flight with it (two on the CPU, one on a GPU provider; see :func:`vvctl.pipeline.scan.inference_plan`)."""
     plan = inference_plan(intra_op_threads=intra_op_threads)
-    detector = load_detector(
+    detector = detector_from_settings(settings, intra_op_threads=plan.intra_op_threads)
+    return detector, plan.workers if detector.info.provider not in GPU_PROVIDERS else 1
+
+
+def detector_from_settings(settings: Settings, *, intra_op_threads: int | None = None) -> Detector:
+    """The configured model, pinned by its SHA-256, with the configured backend, providers and thresholds."""
+    return load_detector(
         settings.model_path,
         sha256=settings.model_sha256,
         kind=settings.detector,
@@ -232,9 +238,8 @@ def load_configured_detector(settings: Settings, *, intra_op_threads: int | None
         score_threshold=settings.score_threshold,
         nms_iou=settings.nms_iou,
         batch_size=settings.batch_size,
-        intra_op_threads=plan.intra_op_threads,
+        intra_op_threads=intra_op_threads,
     )
-    return detector, plan.workers if detector.info.provider not in GPU_PROVIDERS else 1
 
 
 def analysis_config_hash(settings: Settings) -> str:
