@@ -7,11 +7,17 @@ changes go through :data:`MIGRATIONS`, applied in order and recorded in ``PRAGMA
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
 from vvctl.core.errors import StorageError
+from vvctl.core.timeutil import Clock, rfc3339, utcnow
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -110,3 +116,184 @@ def opened(path: Path) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+# -- one translation of storage failures into exit 6 ----------------------------------------------------
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for ENOSPC/EDQUOT and SQLite's ``SQLITE_FULL``, wherever in the chain of causes it sits."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL_ERRNOS:
+            return True
+        if isinstance(seen, sqlite3.Error) and (
+            getattr(seen, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(seen)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def storage_error(exc: OSError | sqlite3.Error, what: str) -> StorageError:
+    """The one-line :class:`StorageError` (exit 6) for an OS or SQLite failure while doing ``what``."""
+    if is_disk_full(exc):
+        return StorageError(f"disk full while {what}: free some space (see 'vvctl cleanup') and run again")
+    if isinstance(exc, OSError):
+        return StorageError(f"{what}: {exc.strerror or exc}")
+    return StorageError(f"{what}: {exc}")
+
+
+@contextlib.contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Turn any :class:`OSError` or :class:`sqlite3.Error` raised in the block into a :class:`StorageError`."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        raise storage_error(exc, what) from exc
+
+
+# -- job runs ----------------------------------------------------------------------------------------------
+
+
+class JobStatus(StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    WARNING = "warning"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    KILLED = "killed"
+    """Found still ``running`` by the next run: the process died without closing its row."""
+
+
+SUCCESSFUL = (JobStatus.OK, JobStatus.WARNING)
+"""Statuses that count as "the job ran and did its work" for the dead-man check."""
+
+
+@dataclass(frozen=True)
+class JobRun:
+    id: int
+    job: str
+    started_at: str
+    finished_at: str | None
+    status: JobStatus
+    summary: str | None
+
+
+@dataclass(frozen=True)
+class ChainHeadRow:
+    log: str
+    seq: int
+    hash: str
+    updated_at: str
+
+
+def _job(row: sqlite3.Row) -> JobRun:
+    return JobRun(
+        id=int(row["id"]),
+        job=row["job"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        status=JobStatus(row["status"]),
+        summary=row["summary"],
+    )
+
+
+class StateStore:
+    """One connection to ``state/vvctl.sqlite3``; every write is its own ``BEGIN IMMEDIATE`` transaction.
+
+    Holds what every job shares (job runs, LogLine chain heads); the video pipeline's table lives in
+    :class:`vvctl.pipeline.videostate.VideoStateStore`, a subclass. Every SQLite error becomes a
+    :class:`StorageError` here, so callers deal with one error type.
+    """
+
+    def __init__(self, db_path: Path, *, clock: Clock = utcnow) -> None:
+        self.db_path = db_path
+        self._clock = clock
+        self._conn = connect(db_path)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _now(self) -> str:
+        return rfc3339(self._clock())
+
+    def _what(self) -> str:
+        return f"writing the state database {self.db_path}"
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        with storage_errors(self._what()), transaction(self._conn):
+            cursor = self._conn.execute(sql, params)
+            return int(cursor.lastrowid or 0) if sql.lstrip().upper().startswith("INSERT") else cursor.rowcount
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
+        with storage_errors(f"reading the state database {self.db_path}"):
+            row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with storage_errors(f"reading the state database {self.db_path}"):
+            return list(self._conn.execute(sql, params).fetchall())
+
+    # -- job runs --------------------------------------------------------------------------------------
+
+    def start_job(self, job: str) -> int:
+        return self._write(
+            "INSERT INTO job_runs (job, started_at, status) VALUES (?, ?, 'running')", (job, self._now())
+        )
+
+    def finish_job(self, run_id: int, status: JobStatus, summary: str) -> None:
+        self._write(
+            "UPDATE job_runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+            (self._now(), status.value, summary, run_id),
+        )
+
+    def close_dead_jobs(self, job: str) -> int:
+        """Runs still marked running when the caller holds the job's lock died without closing their row."""
+        return self._write(
+            "UPDATE job_runs SET status = 'killed', summary = COALESCE(summary, 'the process ended without"
+            " finishing its run (killed or crashed)') WHERE job = ? AND status = 'running'",
+            (job,),
+        )
+
+    def last_job(self, job: str) -> JobRun | None:
+        row = self._one("SELECT * FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT 1", (job,))
+        return None if row is None else _job(row)
+
+    def last_runs(self) -> list[JobRun]:
+        """The newest run of every job that ever ran, by job name."""
+        rows = self._all("SELECT * FROM job_runs WHERE id IN (SELECT MAX(id) FROM job_runs GROUP BY job) ORDER BY job")
+        return [_job(row) for row in rows]
+
+    def last_finished_job(self, job: str, *statuses: JobStatus) -> JobRun | None:
+        marks = ",".join("?" for _ in statuses)
+        row = self._one(
+            f"SELECT * FROM job_runs WHERE job = ? AND status IN ({marks}) ORDER BY id DESC LIMIT 1",  # noqa: S608
+            (job, *statuses),
+        )
+        return None if row is None else _job(row)
+
+    def last_successes(self) -> dict[str, JobRun]:
+        """The newest successful (ok or warning) run of every job: what a dead-man check reads."""
+        marks = ",".join("?" for _ in SUCCESSFUL)
+        rows = self._all(
+            "SELECT * FROM job_runs WHERE id IN (SELECT MAX(id) FROM job_runs"  # noqa: S608
+            f" WHERE status IN ({marks}) GROUP BY job) ORDER BY job",
+            SUCCESSFUL,
+        )
+        return {row["job"]: _job(row) for row in rows}
+
+    def chain_heads(self) -> list[ChainHeadRow]:
+        """The recorded head (newest seq and its hash) of every LogLine log."""
+        rows = self._all("SELECT log, seq, hash, updated_at FROM chain_heads ORDER BY log")
+        return [ChainHeadRow(row["log"], int(row["seq"]), row["hash"], row["updated_at"]) for row in rows]

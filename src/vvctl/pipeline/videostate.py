@@ -7,18 +7,14 @@ so callers deal with one error type for "the storage cannot take this write".
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from vvctl.core import state
 from vvctl.core.errors import StorageError
-from vvctl.core.timeutil import Clock, rfc3339, utcnow
+from vvctl.core.state import ChainHeadRow, JobRun, JobStatus, StateStore
 
 
 class VideoStatus(StrEnum):
@@ -27,16 +23,6 @@ class VideoStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     QUARANTINED = "quarantined"
-
-
-class JobStatus(StrEnum):
-    RUNNING = "running"
-    OK = "ok"
-    WARNING = "warning"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-    KILLED = "killed"
-    """Found still ``running`` by the next run: the process died without closing its row."""
 
 
 @dataclass(frozen=True)
@@ -58,24 +44,6 @@ class VideoRow:
     started_at: str | None
     finished_at: str | None
     duration_s: float | None
-
-
-@dataclass(frozen=True)
-class JobRun:
-    id: int
-    job: str
-    started_at: str
-    finished_at: str | None
-    status: JobStatus
-    summary: str | None
-
-
-@dataclass(frozen=True)
-class ChainHeadRow:
-    log: str
-    seq: int
-    hash: str
-    updated_at: str
 
 
 def _path(value: Any) -> Path | None:
@@ -104,62 +72,8 @@ def _video(row: sqlite3.Row) -> VideoRow:
     )
 
 
-def _job(row: sqlite3.Row) -> JobRun:
-    return JobRun(
-        id=int(row["id"]),
-        job=row["job"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        status=JobStatus(row["status"]),
-        summary=row["summary"],
-    )
-
-
-@contextlib.contextmanager
-def _storage_errors(db_path: Path) -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
-            raise StorageError(f"disk full while writing the state database {db_path}") from exc
-        raise StorageError(f"state database {db_path}: {exc}") from exc
-
-
-class VideoStateStore:
-    """One connection to ``state/vvctl.sqlite3``; every write is its own ``BEGIN IMMEDIATE`` transaction."""
-
-    def __init__(self, db_path: Path, *, clock: Clock = utcnow) -> None:
-        self.db_path = db_path
-        self._clock = clock
-        self._conn = state.connect(db_path)
-
-    def __enter__(self) -> VideoStateStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._conn.close()
-
-    def _now(self) -> str:
-        return rfc3339(self._clock())
-
-    def _write(self, sql: str, params: tuple[Any, ...]) -> int:
-        with _storage_errors(self.db_path), state.transaction(self._conn):
-            cursor = self._conn.execute(sql, params)
-            return int(cursor.lastrowid or 0) if sql.lstrip().upper().startswith("INSERT") else cursor.rowcount
-
-    def _one(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Row | None:
-        with _storage_errors(self.db_path):
-            row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
-        return row
-
-    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with _storage_errors(self.db_path):
-            return list(self._conn.execute(sql, params).fetchall())
+class VideoStateStore(StateStore):
+    """The state store with the video pipeline's ``videos`` table (job runs and chain heads are inherited)."""
 
     # -- videos ------------------------------------------------------------------------------------
 
@@ -266,45 +180,5 @@ class VideoStateStore:
         }
         return {status: found.get(status, 0) for status in VideoStatus}
 
-    # -- job runs ----------------------------------------------------------------------------------
 
-    def start_job(self, job: str) -> int:
-        return self._write(
-            "INSERT INTO job_runs (job, started_at, status) VALUES (?, ?, 'running')", (job, self._now())
-        )
-
-    def finish_job(self, run_id: int, status: JobStatus, summary: str) -> None:
-        self._write(
-            "UPDATE job_runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
-            (self._now(), status.value, summary, run_id),
-        )
-
-    def close_dead_jobs(self, job: str) -> int:
-        """Runs still marked running when the caller holds the job's lock died without closing their row."""
-        return self._write(
-            "UPDATE job_runs SET status = 'killed', summary = COALESCE(summary, 'the process ended without"
-            " finishing its run (killed or crashed)') WHERE job = ? AND status = 'running'",
-            (job,),
-        )
-
-    def last_job(self, job: str) -> JobRun | None:
-        row = self._one("SELECT * FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT 1", (job,))
-        return None if row is None else _job(row)
-
-    def last_runs(self) -> list[JobRun]:
-        """The newest run of every job that ever ran, by job name."""
-        rows = self._all("SELECT * FROM job_runs WHERE id IN (SELECT MAX(id) FROM job_runs GROUP BY job) ORDER BY job")
-        return [_job(row) for row in rows]
-
-    def chain_heads(self) -> list[ChainHeadRow]:
-        """The recorded head (newest seq and its hash) of every LogLine log."""
-        rows = self._all("SELECT log, seq, hash, updated_at FROM chain_heads ORDER BY log")
-        return [ChainHeadRow(row["log"], int(row["seq"]), row["hash"], row["updated_at"]) for row in rows]
-
-    def last_finished_job(self, job: str, *statuses: JobStatus) -> JobRun | None:
-        marks = ",".join("?" for _ in statuses)
-        row = self._one(
-            f"SELECT * FROM job_runs WHERE job = ? AND status IN ({marks}) ORDER BY id DESC LIMIT 1",  # noqa: S608
-            (job, *statuses),
-        )
-        return None if row is None else _job(row)
+__all__ = ["ChainHeadRow", "JobRun", "JobStatus", "VideoRow", "VideoStateStore", "VideoStatus"]
