@@ -118,3 +118,20 @@ def test_schema_and_settings_dataclass_agree() -> None:
     schema = load_schema("config.schema.json")
     for key, spec in schema["properties"].items():
         assert spec.get("description"), f"{key} has no description"
+
+
+def test_each_setting_is_defined_once_in_the_schema() -> None:
+    """The schema holds every key's default; Settings names the same keys; the loader lists none of them."""
+    import dataclasses
+
+    from vvctl.core import settings as module
+    from vvctl.core.schemas import load_schema
+
+    props = load_schema("config.schema.json")["properties"]
+    fields = {f.name for f in dataclasses.fields(module.Settings)} - {"config_path"}
+    assert fields == set(props)
+    assert all("default" in spec for key, spec in props.items() if key not in ("storage_root", "key_store"))
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(module.Settings) if f.name in props)
+    assert all(module._FIELD_TYPES[key] in module._CONVERTERS for key in fields)
+    loaded = module.load_settings(None, env={})
+    assert dict(loaded.settings.retention_days) == props["retention_days"]["default"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -40,29 +40,37 @@ class StatusRule:
 
 @dataclass(frozen=True)
 class Settings:
+    """The typed view of the effective configuration.
+
+    Each key is defined once: its type, default, limits and description live in
+    ``schemas/config.schema.json``; this class only names its Python type (a test checks that both list
+    the same keys). :func:`load_settings` fills every field from the merged values by that type, so a
+    new setting is one schema entry plus one field here.
+    """
+
     storage_root: Path
     key_store: Path
-    sample_interval_s: float = 1.0
-    model: str = "person-ssdlite-mobilenetv2.onnx"
-    model_sha256: str = "2d6c317190960c2ab14fed0ad9790cd1da9888efd8335d5c8e5185cf1a54f779"
-    detector: str = "auto"
-    score_threshold: float = 0.5
-    nms_iou: float = 0.45
-    batch_size: int = 4
-    providers: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-    signing_algorithm: str = "hmac-sha256"
-    video_extensions: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".ts", ".webm")
-    settle_s: float = 10.0
-    max_video_seconds: float = 1800.0
-    max_attempts: int = 3
-    status_rules: tuple[StatusRule, ...] = (StatusRule("person", 1, "people_present"),)
-    retention_days: Mapping[str, int] = field(default_factory=dict)
-    alert_urls: tuple[str, ...] = ()
-    containers: tuple[str, ...] = ()
-    min_free_space_gb: float = 5.0
-    log_level: str = "info"
-    log_max_bytes: int = 10 * 1024 * 1024
-    log_backups: int = 5
+    sample_interval_s: float
+    model: str
+    model_sha256: str
+    detector: str
+    score_threshold: float
+    nms_iou: float
+    batch_size: int
+    providers: tuple[str, ...]
+    signing_algorithm: str
+    video_extensions: tuple[str, ...]
+    settle_s: float
+    max_video_seconds: float
+    max_attempts: int
+    status_rules: tuple[StatusRule, ...]
+    retention_days: Mapping[str, int]
+    alert_urls: tuple[str, ...]
+    containers: tuple[str, ...]
+    min_free_space_gb: float
+    log_level: str
+    log_max_bytes: int
+    log_backups: int
     config_path: Path | None = None
     """The file the settings were read from, or None when no file exists."""
 
@@ -120,6 +128,30 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+# How a merged (JSON-shaped) value becomes the type a Settings field declares, by the field's annotation.
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "Path": lambda v: Path(str(v)).expanduser(),
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "tuple[str, ...]": lambda v: tuple(str(x) for x in v),
+    "tuple[StatusRule, ...]": lambda v: tuple(StatusRule(**rule) for rule in v),
+    "Mapping[str, int]": lambda v: {str(k): int(n) for k, n in v.items()},
+    "Mapping[str, float]": lambda v: {str(k): float(n) for k, n in v.items()},
+    "Mapping[str, str]": lambda v: {str(k): str(n) for k, n in v.items()},
+}
+# Normalisation a key needs beyond its type.
+_NORMALISE: dict[str, Callable[[Any], Any]] = {
+    "video_extensions": lambda v: tuple(e.lower() for e in v),
+}
+_FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(Settings) if f.name != "config_path"}
+
+
+def _typed(key: str, value: Any) -> Any:
+    return _NORMALISE.get(key, _CONVERTERS[_FIELD_TYPES[key]])(value)
 
 
 def is_root() -> bool:
@@ -264,30 +296,9 @@ def load_settings(
     else:
         key_store = root / "state" / "keystore.json"
         sources["key_store"] = Source.DEFAULT
+    merged["storage_root"], merged["key_store"] = root, key_store
     settings = Settings(
-        storage_root=root,
-        key_store=key_store,
-        sample_interval_s=float(merged["sample_interval_s"]),
-        model=str(merged["model"]),
-        model_sha256=str(merged["model_sha256"]),
-        detector=str(merged["detector"]),
-        score_threshold=float(merged["score_threshold"]),
-        nms_iou=float(merged["nms_iou"]),
-        batch_size=int(merged["batch_size"]),
-        providers=tuple(merged["providers"]),
-        signing_algorithm=str(merged["signing_algorithm"]),
-        video_extensions=tuple(e.lower() for e in merged["video_extensions"]),
-        settle_s=float(merged["settle_s"]),
-        max_video_seconds=float(merged["max_video_seconds"]),
-        max_attempts=int(merged["max_attempts"]),
-        status_rules=tuple(StatusRule(**rule) for rule in merged["status_rules"]),
-        retention_days=dict(merged["retention_days"]),
-        alert_urls=tuple(merged["alert_urls"]),
-        containers=tuple(merged["containers"]),
-        min_free_space_gb=float(merged["min_free_space_gb"]),
-        log_level=str(merged["log_level"]),
-        log_max_bytes=int(merged["log_max_bytes"]),
-        log_backups=int(merged["log_backups"]),
+        **{key: _typed(key, merged[key]) for key in _FIELD_TYPES},
         config_path=path if exists else None,
     )
     return LoadedSettings(settings=settings, sources=sources, config_path=path, config_exists=exists)
