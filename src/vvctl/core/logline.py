@@ -108,6 +108,20 @@ def signed_bytes(record: Mapping[str, Any]) -> bytes:
     return canonicalize({k: v for k, v in record.items() if k != "signature_details"})
 
 
+def sign_document(store: KeyStore, document: dict[str, Any]) -> dict[str, Any]:
+    """Add ``signature_details`` (algorithm, key id, signature over :func:`signed_bytes`) with the active key.
+
+    The one signing step for every signed document: LogLines, checkpoints and export manifests.
+    """
+    signer = store.signer()
+    document["signature_details"] = {
+        "algorithm": signer.algorithm.value,
+        "key_id": signer.key_id,
+        "signature": signer.sign(signed_bytes(document)),
+    }
+    return document
+
+
 def chain_hash(file_bytes: bytes) -> str:
     return sha256_bytes(file_bytes)
 
@@ -275,12 +289,7 @@ class LogLineWriter:
         optional = {"confirmed_by": draft.confirmed_by, "if_ok": draft.if_ok, "if_not": draft.if_not}
         record.update({k: v for k, v in optional.items() if v is not None})
         record["prev"] = prev
-        signer = store.signer()
-        record["signature_details"] = {
-            "algorithm": signer.algorithm.value,
-            "key_id": signer.key_id,
-            "signature": signer.sign(signed_bytes(record)),
-        }
+        sign_document(store, record)
         validate(record, SCHEMA)
         return record
 
@@ -326,12 +335,7 @@ def make_checkpoint(store: KeyStore, head: ChainHead, *, clock: Clock = utcnow) 
         "hash": head.hash,
         "when": rfc3339(clock()),
     }
-    signer = store.signer()
-    document["signature_details"] = {
-        "algorithm": signer.algorithm.value,
-        "key_id": signer.key_id,
-        "signature": signer.sign(signed_bytes(document)),
-    }
+    sign_document(store, document)
     problem = contract_problem(document, "checkpoint")
     if problem is not None:  # pragma: no cover - a bug here, never user input
         raise IntegrityError(f"refusing to write an invalid checkpoint: {problem}")
@@ -369,6 +373,7 @@ __all__ = [
     "make_checkpoint",
     "render_markdown",
     "scan_log_files",
+    "sign_document",
     "signed_bytes",
     "slugify",
 ]
