@@ -108,8 +108,12 @@ class _Live:
         (self.progress.console if self.progress is not None else self.console).print(text, markup=False, soft_wrap=True)
 
     def __call__(self, event: ProgressEvent) -> None:
-        from vvctl.pipeline.orchestrate import ModelLoaded, VideoFinished, VideoProgress, VideoStarted
+        from vvctl.pipeline.orchestrate import EngineBuilding, ModelLoaded, VideoFinished, VideoProgress, VideoStarted
 
+        if isinstance(event, EngineBuilding):
+            if self.lines:
+                self._print(f"note: {event.message}")
+            return
         if isinstance(event, ModelLoaded):
             if event.model.warning is not None:
                 self.warn(event.model.warning)

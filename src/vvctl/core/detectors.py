@@ -16,7 +16,8 @@ import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol, cast
@@ -26,8 +27,21 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from vvctl.core.errors import DependencyError, InputError, IntegrityError
+from vvctl.core.engine_cache import EngineCache, EngineKey, ShapeProfile, open_engine_cache
+from vvctl.core.errors import DependencyError, InputError, IntegrityError, StorageError
+from vvctl.core.hardware import GpuDevice, cuda_devices, tensorrt_version
 from vvctl.core.hashing import sha256_bytes
+from vvctl.core.providers import (
+    GPU_PROVIDERS,
+    MIB,
+    TENSORRT,
+    GpuOptions,
+    cuda_options,
+    preload_pip_nvidia_libraries,
+    resolve_precision,
+    session_providers,
+    tensorrt_options,
+)
 
 DEFAULT_PROVIDERS: Final = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 DETECTOR_KINDS: Final = ("auto", "ssd", "yolo")
@@ -77,6 +91,22 @@ class Detection:
 
 
 @dataclass(frozen=True)
+class EngineStatus:
+    """What happened to the TensorRT engine when the model was loaded."""
+
+    state: str
+    """``built`` (no cached engine fitted: built now, and cached), ``loaded`` (from the cache), or
+    ``uncached`` (no cache configured, or TensorRT wrote no engine)."""
+    seconds: float
+    """Session start plus the first (warm-up) inference: the build time when ``built``."""
+    cache_dir: Path | None
+    profile: str
+    """The input shapes the engine covers (min .. opt .. max), or ``dynamic``."""
+    precision_note: str | None = None
+    """Why the engine is fp32 although fp16 was asked for, if it is."""
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What was loaded and where it actually runs; recorded in every analytic file."""
 
@@ -93,6 +123,12 @@ class ModelInfo:
     batch_capable: bool
     input_size: tuple[int, int] | None
     """Fixed (height, width) of the model input, or None when any size is accepted."""
+    precision: str = "fp32"
+    """Precision the provider in use computes in: the TensorRT engine's (``fp16``/``fp32``), else fp32."""
+    load_s: float = 0.0
+    """Seconds from session start to the end of the warm-up inference (GPU) or of session start (CPU)."""
+    engine: EngineStatus | None = None
+    """The TensorRT engine, when TensorRT is the provider in use."""
 
 
 class Detector(Protocol):
@@ -113,6 +149,7 @@ def load_detector(
     nms_iou: float = 0.45,
     batch_size: int = 4,
     intra_op_threads: int | None = None,
+    gpu: GpuOptions | None = None,
 ) -> Detector:
     """Load an ONNX detector.
 
@@ -128,7 +165,10 @@ def load_detector(
     confidence kept. ``nms_iou``: IoU above which overlapping boxes of one class are suppressed, for
     backends without NMS inside the model (YOLO; the SSD graph does its own). ``batch_size``: frames per
     inference call where the model accepts a batch. ``intra_op_threads``: None leaves onnxruntime's
-    default (one per physical core).
+    default (one per physical core). ``gpu``: precision, device, memory cap and engine cache of the GPU
+    providers (:class:`~vvctl.core.providers.GpuOptions`; None: its defaults, without an engine cache).
+    On a GPU provider the model runs once on a blank batch before this returns, so an engine build or
+    kernel selection happens here and not inside the first video.
     """
     if kind not in DETECTOR_KINDS:
         raise ValueError(f"kind must be one of {DETECTOR_KINDS}, got {kind!r}")
@@ -151,7 +191,15 @@ def load_detector(
             f"model {path.name}: SHA-256 is {digest}, expected {sha256.strip().lower()}; refusing to load it"
         )
 
-    session, provider, fallback_reason = _create_session(model_bytes, path, requested, intra_op_threads)
+    gpu = GpuOptions() if gpu is None else gpu
+
+    def plan() -> TensorrtPlan | str:
+        return plan_tensorrt(model_bytes, path, kind=kind, batch_size=batch_size, gpu=gpu, digest=digest)
+
+    started = time.perf_counter()
+    session, provider, fallback_reason, trt = _create_session(
+        model_bytes, path, requested, intra_op_threads, gpu=gpu, plan_tensorrt=plan
+    )
     if fallback_reason is not None:
         log.warning("model %s: %s", path.name, fallback_reason)
     labels = _labels(session, path)
@@ -164,6 +212,10 @@ def load_detector(
     detector: SsdDetector | YoloDetector = (
         SsdDetector(**common) if fmt == "ssd" else YoloDetector(**common, nms_iou=nms_iou)
     )
+    on_tensorrt = provider == TENSORRT and trt is not None
+    if provider in GPU_PROVIDERS:
+        detector.warm_up(provider)
+    load_s = time.perf_counter() - started
     detector.info = ModelInfo(
         name=path.name,
         sha256=digest,
@@ -174,8 +226,133 @@ def load_detector(
         fallback_reason=fallback_reason,
         batch_capable=detector.batch_capable,
         input_size=detector.input_size,
+        precision=trt.precision if on_tensorrt and trt is not None else "fp32",
+        load_s=round(load_s, 3),
+        engine=_engine_status(trt, load_s, path.name) if on_tensorrt and trt is not None else None,
     )
     return detector
+
+
+@dataclass(frozen=True)
+class TensorrtPlan:
+    """How the TensorRT provider is set up for one model on this GPU (see :func:`plan_tensorrt`)."""
+
+    device: GpuDevice
+    precision: str
+    precision_note: str | None
+    profile: str
+    cache: EngineCache | None
+    had_engine: bool
+    """A cached engine for exactly this key existed before the session started."""
+    options: dict[str, str]
+
+    @property
+    def builds(self) -> bool:
+        return not self.had_engine
+
+
+def plan_tensorrt(
+    model_bytes: bytes,
+    path: Path,
+    *,
+    kind: str,
+    batch_size: int,
+    gpu: GpuOptions,
+    digest: str,
+    trt_version: Callable[[], str | None] = tensorrt_version,
+    devices: Callable[[], list[GpuDevice] | str] = cuda_devices,
+) -> TensorrtPlan | str:
+    """The TensorRT provider options for this model on this GPU, or why TensorRT cannot be used.
+
+    Reads the TensorRT version and the GPU from their libraries (``trt_version``/``devices`` are
+    injectable for tests), declares the input shapes the detector will feed as an optimisation
+    profile, and opens the engine cache folder for the resulting :class:`EngineKey`.
+    """
+    version = trt_version()
+    if version is None:
+        return _provider_problem(TENSORRT, None)
+    found = devices()
+    if isinstance(found, str):
+        return found
+    if gpu.device_id >= len(found):
+        return f"there is no CUDA device {gpu.device_id} (the driver sees {len(found)})"
+    device = found[gpu.device_id]
+    precision, note = resolve_precision(gpu.precision, device)
+    profile, described = _shape_profile(model_bytes, path, kind, batch_size)
+    key = EngineKey(
+        model_sha256=digest,
+        onnxruntime=ort.__version__,
+        tensorrt=version,
+        gpu=device.name,
+        compute_capability=device.sm,
+        precision=precision,
+        profile=described,
+        max_workspace_bytes=gpu.gpu_mem_limit_mb * MIB,
+    )
+    cache = None
+    if gpu.engine_cache_dir is not None:
+        try:
+            cache = open_engine_cache(gpu.engine_cache_dir, key, keep=gpu.engine_cache_keep)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot set up the TensorRT engine cache in {gpu.engine_cache_dir}: {exc.strerror or exc}"
+            ) from exc
+    return TensorrtPlan(
+        device=device,
+        precision=precision,
+        precision_note=note,
+        profile=described,
+        cache=cache,
+        had_engine=cache is not None and cache.has_engine(),
+        options=tensorrt_options(gpu, precision=precision, profile=profile, cache=cache),
+    )
+
+
+def _shape_profile(model_bytes: bytes, path: Path, kind: str, batch_size: int) -> tuple[ShapeProfile | None, str]:
+    """The optimisation profile covering every batch the detector feeds (1 .. ``batch_size`` frames, so
+    the last short batch of a video fits too), and its description for the cache key.
+
+    The profile is None when the input is fully static (TensorRT needs none) or its size cannot be told
+    (an SSD without a declared internal resize takes frames at their own size: ``dynamic``).
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = _SESSION_LOG_SEVERITY
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        inspect = ort.InferenceSession(model_bytes, sess_options=options, providers=[_CPU_PROVIDER])
+    except _ORT_ERRORS as exc:
+        raise InputError(f"{path.name} is not a loadable ONNX model: {_short_ort_error(exc)}") from exc
+    fmt = _model_format(inspect, kind, path)
+    common: dict[str, Any] = {"session": inspect, "score_threshold": 0.5, "batch_size": batch_size}
+    probe = SsdDetector(**common) if fmt == "ssd" else YoloDetector(**common, nms_iou=0.5)
+    opt = probe.feed_shape()
+    if opt is None:
+        return None, "dynamic"
+    low = (probe.fixed_batch or 1, *opt[1:])
+    profile = ShapeProfile(probe.input_name, low, opt, opt)
+    static = all(isinstance(d, int) and d > 0 for d in probe.input_shape)
+    return (None if static else profile), profile.describe()
+
+
+def _engine_status(plan: TensorrtPlan, load_s: float, model: str) -> EngineStatus:
+    cache = plan.cache
+    state = "uncached"
+    if cache is not None and plan.had_engine:
+        state = "loaded"
+    elif cache is not None and cache.has_engine():
+        state = "built"
+        try:
+            cache.write_record(load_s)
+        except StorageError as exc:
+            log.warning("could not record the engine build: %s", exc)
+        log.warning("model %s: TensorRT engine built in %.1f s, cached in %s", model, load_s, cache.engine_dir)
+    return EngineStatus(
+        state=state,
+        seconds=round(load_s, 3),
+        cache_dir=None if cache is None else cache.engine_dir,
+        profile=plan.profile,
+        precision_note=plan.precision_note,
+    )
 
 
 class _OnnxDetector:
@@ -193,6 +370,33 @@ class _OnnxDetector:
         self._fixed_batch: int | None = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self.batch_capable = self._fixed_batch != 1
         self._batch = self._fixed_batch or batch_size
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self._fixed_batch
+
+    @property
+    def input_name(self) -> str:
+        return str(self._input.name)
+
+    @property
+    def input_shape(self) -> list[Any]:
+        return list(self._input.shape)
+
+    def feed_shape(self) -> tuple[int, ...] | None:
+        """The shape of a full batch as this detector feeds it, or None when it depends on the frames."""
+        raise NotImplementedError
+
+    def warm_up(self, provider: str) -> None:
+        """Run one blank full batch, so engine builds and kernel selection happen now, not mid-video."""
+        shape = self.feed_shape()
+        if shape is None:
+            return
+        dtype = np.uint8 if self._input.type == "tensor(uint8)" else np.float32
+        try:
+            self._session.run(None, {self._input.name: np.zeros(shape, dtype=dtype)})
+        except _ORT_ERRORS as exc:
+            raise DependencyError(f"first inference on {provider} failed: {_short_ort_error(exc)}") from exc
 
     def detect(self, frames: Sequence[Frame]) -> list[list[Detection]]:
         for frame in frames:
@@ -226,6 +430,14 @@ class SsdDetector(_OnnxDetector):
         self._outputs = [names.index(n) for n in _matching_names(names, _SSD_OUTPUTS)]
         self._num_index = next((i for i, n in enumerate(names) if _base_name(n) == "num_detections"), None)
         self._resize_to = _ssd_internal_resize(session)
+
+    def feed_shape(self) -> tuple[int, ...] | None:
+        if self._resize_to is not None:
+            return (self._batch, *self._resize_to, 3)
+        _, height, width, _ = self._input.shape
+        if isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0:
+            return (self._batch, height, width, 3)
+        return None
 
     def _prepare(self, frame: Frame) -> Frame:
         if self._resize_to is not None:
@@ -300,6 +512,9 @@ class YoloDetector(_OnnxDetector):
         else:
             self.input_size = None
             self._size = _metadata_imgsz(session)
+
+    def feed_shape(self) -> tuple[int, ...] | None:
+        return (self._batch, 3, *self._size)
 
     def _letterbox(self, frame: Frame) -> tuple[NDArray[np.float32], float, int, int]:
         """Ultralytics' centred letterbox; returns the CHW blob, scale and (left, top) padding."""
@@ -409,12 +624,18 @@ _ORT_ERRORS: Final = _ort_error_types()
 
 
 def _create_session(
-    model_bytes: bytes, path: Path, requested: tuple[str, ...], intra_op_threads: int | None
-) -> tuple[Any, str, str | None]:
+    model_bytes: bytes,
+    path: Path,
+    requested: tuple[str, ...],
+    intra_op_threads: int | None,
+    *,
+    gpu: GpuOptions,
+    plan_tensorrt: Callable[[], TensorrtPlan | str],
+) -> tuple[Any, str, str | None, TensorrtPlan | None]:
     """Create the session on the first requested provider that really works.
 
-    Returns the session, the provider in use, and the fallback reason (None when the first requested
-    provider is the one in use).
+    Returns the session, the provider in use, the fallback reason (None when the first requested
+    provider is the one in use) and the TensorRT set-up when TensorRT was tried.
     """
     ort.set_default_logger_severity(_DEFAULT_LOG_SEVERITY)
     available = set(ort.get_available_providers())
@@ -432,6 +653,19 @@ def _create_session(
             f"none of the requested execution providers ({', '.join(requested)}) is available; "
             f"this onnxruntime offers {', '.join(sorted(available))}"
         )
+    trt: TensorrtPlan | None = None
+    if any(name in GPU_PROVIDERS for name in candidates):
+        preload_pip_nvidia_libraries()
+    if TENSORRT in candidates:
+        # Decided before any session starts: the options name the engine cache, which depends on the
+        # TensorRT version and the GPU; without either TensorRT cannot start anyway.
+        planned = plan_tensorrt()
+        if isinstance(planned, str):
+            candidates.remove(TENSORRT)
+            skipped.append((TENSORRT, planned))
+        else:
+            trt = planned
+    cuda = cuda_options(gpu)
     for i, first in enumerate(candidates):
         options = ort.SessionOptions()
         options.log_severity_level = _SESSION_LOG_SEVERITY
@@ -441,12 +675,20 @@ def _create_session(
         # the same time, and on a small edge box the spinning takes its core: measured on 2 cores, the
         # SSD over the test clips costs 6.8 CPU-s spinning and 5.4 not, with faster wall time too.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = session_providers(candidates[i:], tensorrt=None if trt is None else trt.options, cuda=cuda)
+        if first == TENSORRT and trt is not None and trt.builds and trt.cache is not None:
+            message = (
+                f"building the TensorRT engine for {path.name} ({trt.precision}, {trt.device.name}); the first "
+                f"run with a new model, GPU, precision or version can take minutes, later runs load it from "
+                f"{trt.cache.engine_dir}"
+            )
+            log.warning(message)
+            if gpu.notify is not None:
+                gpu.notify(message)
         try:
             # enable_fallback=0: without it onnxruntime retries on its own list and prints to stdout;
             # falling back here keeps the output clean and lets us record why.
-            session = ort.InferenceSession(
-                model_bytes, sess_options=options, providers=candidates[i:], enable_fallback=0
-            )
+            session = ort.InferenceSession(model_bytes, sess_options=options, providers=providers, enable_fallback=0)
         except _ORT_ERRORS as exc:
             if _is_model_error(exc) or (i == len(candidates) - 1 and first == _CPU_PROVIDER):
                 # The file itself is the problem (not ONNX, a broken graph, an operator no provider
@@ -465,8 +707,8 @@ def _create_session(
         if in_use not in requested:
             break
         if in_use == requested[0]:
-            return session, in_use, None
-        return session, in_use, f"{_describe_skipped(skipped)}; running on {in_use}"
+            return session, in_use, None, trt
+        return session, in_use, f"{_describe_skipped(skipped)}; running on {in_use}", trt
     raise DependencyError(
         f"model {path.name}: {_describe_skipped(skipped)}; no requested execution provider can run it "
         f"(add {_CPU_PROVIDER} to providers to allow running on the CPU)"

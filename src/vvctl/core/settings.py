@@ -58,6 +58,11 @@ class Settings:
     nms_iou: float
     batch_size: int
     providers: tuple[str, ...]
+    precision: str
+    gpu_device_id: int
+    gpu_mem_limit_mb: int
+    engine_cache_dir: str
+    engine_cache_keep: int
     signing_algorithm: str
     video_extensions: tuple[str, ...]
     settle_s: float
@@ -78,6 +83,11 @@ class Settings:
     def model_path(self) -> Path:
         path = Path(self.model).expanduser()
         return path if path.is_absolute() else self.storage_root / "models" / path
+
+    @property
+    def engine_cache_path(self) -> Path:
+        path = Path(self.engine_cache_dir).expanduser()
+        return path if path.is_absolute() else self.storage_root / "state" / path
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         """The effective settings as plain JSON values (secrets redacted unless asked not to)."""

@@ -46,6 +46,7 @@ from vvctl.core.keystore import load_keystore
 from vvctl.core.layout import StorageLayout, check_storage_root
 from vvctl.core.locks import exclusive_lock
 from vvctl.core.logline import LogLineDraft, LogLineWriter, WrittenLogLine
+from vvctl.core.providers import GpuOptions
 from vvctl.core.schemas import validate
 from vvctl.core.settings import Settings
 from vvctl.core.timeutil import Clock, utcnow
@@ -167,13 +168,20 @@ class ModelUsed:
 
 
 @dataclass(frozen=True)
+class EngineBuilding:
+    """A TensorRT engine is about to be built (the first run with a new model, GPU or precision)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class ModelLoaded:
     """The detector was loaded (once per run, on the first video that needs it)."""
 
     model: ModelUsed
 
 
-ProgressEvent = ModelLoaded | VideoStarted | VideoProgress | VideoFinished
+ProgressEvent = EngineBuilding | ModelLoaded | VideoStarted | VideoProgress | VideoFinished
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
@@ -220,15 +228,32 @@ def model_used(detector: Detector) -> ModelUsed:
     )
 
 
-def load_configured_detector(settings: Settings, *, intra_op_threads: int | None = None) -> tuple[Detector, int]:
+def load_configured_detector(
+    settings: Settings, *, intra_op_threads: int | None = None, notify: Callable[[str], None] | None = None
+) -> tuple[Detector, int]:
     """The configured detector, loaded with orchestrate's inference plan, and how many batches to keep in
-    flight with it (two on the CPU, one on a GPU provider; see :func:`vvctl.pipeline.scan.inference_plan`)."""
+    flight with it (two on the CPU, one on a GPU provider; see :func:`vvctl.pipeline.scan.inference_plan`).
+    ``notify`` hears, before it starts, that a TensorRT engine is about to be built."""
     plan = inference_plan(intra_op_threads=intra_op_threads)
-    detector = detector_from_settings(settings, intra_op_threads=plan.intra_op_threads)
+    detector = detector_from_settings(settings, intra_op_threads=plan.intra_op_threads, notify=notify)
     return detector, plan.workers if detector.info.provider not in GPU_PROVIDERS else 1
 
 
-def detector_from_settings(settings: Settings, *, intra_op_threads: int | None = None) -> Detector:
+def gpu_options(settings: Settings, *, notify: Callable[[str], None] | None = None) -> GpuOptions:
+    """The GPU provider set-up the settings ask for (precision, device, memory cap, engine cache)."""
+    return GpuOptions(
+        precision=settings.precision,
+        device_id=settings.gpu_device_id,
+        gpu_mem_limit_mb=settings.gpu_mem_limit_mb,
+        engine_cache_dir=settings.engine_cache_path,
+        engine_cache_keep=settings.engine_cache_keep,
+        notify=notify,
+    )
+
+
+def detector_from_settings(
+    settings: Settings, *, intra_op_threads: int | None = None, notify: Callable[[str], None] | None = None
+) -> Detector:
     """The configured model, pinned by its SHA-256, with the configured backend, providers and thresholds."""
     return load_detector(
         settings.model_path,
@@ -239,6 +264,7 @@ def detector_from_settings(settings: Settings, *, intra_op_threads: int | None =
         nms_iou=settings.nms_iou,
         batch_size=settings.batch_size,
         intra_op_threads=intra_op_threads,
+        gpu=gpu_options(settings, notify=notify),
     )
 
 
@@ -346,7 +372,9 @@ class _Run:
     def _load_detector(self) -> Detector:
         # Loaded on first use: a cron run with an empty backlog never pays for the model.
         if self.detector is None:
-            self.detector, workers = load_configured_detector(self.settings, intra_op_threads=self.intra_op_threads)
+            self.detector, workers = load_configured_detector(
+                self.settings, intra_op_threads=self.intra_op_threads, notify=lambda m: self._emit(EngineBuilding(m))
+            )
             self.params = replace(self.params, workers=workers)
             model = model_used(self.detector)
             if model.warning is not None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vvctl.core.detectors import Detection, Detector
+from vvctl.core.detectors import Detection, Detector, EngineStatus
 from vvctl.core.errors import ExitCode, InterruptedRun, VVError
 from vvctl.core.timeutil import Clock, rfc3339, utcnow
 from vvctl.core.video import FrameSampler, SampledFrame, VideoInfo, probe
@@ -165,6 +165,10 @@ def _detection_record(frame: SampledFrame, detection: Detection) -> dict[str, An
     }
 
 
+def _engine_record(engine: EngineStatus) -> dict[str, Any]:
+    return {"state": engine.state, "seconds": engine.seconds, "profile": engine.profile}
+
+
 def scan_video(
     path: Path,
     *,
@@ -271,6 +275,9 @@ def scan_video(
             "requested_providers": list(model.requested_providers),
             "fallback_reason": model.fallback_reason,
             "gpu_fallback": gpu_fell_back(model.requested_providers, model.provider),
+            "precision": model.precision,
+            "load_s": model.load_s,
+            "engine": None if model.engine is None else _engine_record(model.engine),
             "labels": {str(class_id): label for class_id, label in sorted(model.labels.items())},
         },
         "sampling": {
