@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from vvctl import __version__
-from vvctl.cli import bootstrap, checkpoint, config, demo, keys, orchestrate, status, verify_logline
+from vvctl.cli import bootstrap, checkpoint, config, demo, doctor, keys, orchestrate, status, verify_logline
 from vvctl.cli.render import JSON_SCHEMA_VERSION
 from vvctl.cli.state import CliState, get_state
 from vvctl.core.errors import ExitCode, VVError
@@ -94,6 +94,7 @@ app.add_typer(config.app, name="config")
 app.command("demo")(demo.command)
 app.command("orchestrate")(orchestrate.command)
 app.command("status")(status.command)
+app.command("doctor")(doctor.command)
 app.command("verify-logline")(verify_logline.command)
 app.add_typer(keys.app, name="keys")
 app.command("checkpoint")(checkpoint.command)

@@ -259,8 +259,8 @@ def plan_tensorrt(
     batch_size: int,
     gpu: GpuOptions,
     digest: str,
-    trt_version: Callable[[], str | None] = tensorrt_version,
-    devices: Callable[[], list[GpuDevice] | str] = cuda_devices,
+    trt_version: Callable[[], str | None] | None = None,
+    devices: Callable[[], list[GpuDevice] | str] | None = None,
 ) -> TensorrtPlan | str:
     """The TensorRT provider options for this model on this GPU, or why TensorRT cannot be used.
 
@@ -268,10 +268,10 @@ def plan_tensorrt(
     injectable for tests), declares the input shapes the detector will feed as an optimisation
     profile, and opens the engine cache folder for the resulting :class:`EngineKey`.
     """
-    version = trt_version()
+    version = (trt_version or tensorrt_version)()
     if version is None:
         return _provider_problem(TENSORRT, None)
-    found = devices()
+    found = (devices or cuda_devices)()
     if isinstance(found, str):
         return found
     if gpu.device_id >= len(found):
