@@ -50,7 +50,8 @@ def command(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Show which ONNX Runtime execution providers this installation can really start (a one-node model is
     run on each), why the others cannot (missing shared libraries by name, no GPU), the GPUs, the TensorRT
     version and precision, and where the TensorRT engine cache is. Exit 0 when the first configured provider
-    starts (or, on a machine without a GPU, a later one), 1 when a GPU is here but inference would fall back, 7 when none of the configured providers can start."""
+    starts (or, without a GPU, a later one), 1 when a GPU is here but inference would fall back, 7 when
+    none of the configured providers can start."""
     from vvctl.ops.doctor import doctor
 
     state = get_state(ctx)
