@@ -124,7 +124,10 @@ def tensorrt_version(
             library = loader(soname)
         except OSError:
             continue
-        return decode_tensorrt_version(int(library.getInferLibVersion()))
+        try:
+            return decode_tensorrt_version(int(library.getInferLibVersion()))
+        except AttributeError:  # not TensorRT's library after all
+            continue
     return None
 
 
