@@ -11,6 +11,7 @@ import pytest
 
 from vvctl.core.errors import InputError, IntegrityError, StorageError, UsageError
 from vvctl.core.keystore import (
+    StoreSetup,
     ensure_keystore,
     export_public_keys,
     load_keystore,
@@ -25,7 +26,7 @@ from vvctl.core.signing import Algorithm, KeyStatus
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     path = tmp_path / "state" / "keystore.json"
-    assert ensure_keystore(path, "hmac-sha256") is True
+    assert ensure_keystore(path, "hmac-sha256") is StoreSetup.CREATED
     return path
 
 
@@ -36,7 +37,7 @@ def secrets_of(path: Path) -> list[str]:
 def test_created_private_with_one_active_key_and_idempotent(store: Path) -> None:
     assert stat.S_IMODE(store.stat().st_mode) == 0o600
     before = store.read_bytes()
-    assert ensure_keystore(store, "ed25519") is False
+    assert ensure_keystore(store, "ed25519") is StoreSetup.PRESENT
     assert store.read_bytes() == before
     keys = load_keystore(store).keys
     assert [(k.info.status, k.info.algorithm) for k in keys] == [(KeyStatus.ACTIVE, Algorithm.HMAC_SHA256)]

@@ -14,35 +14,44 @@ from vvctl.cli.state import get_state
 
 
 @dataclass(frozen=True)
-class CheckpointReport:
-    path: Path
+class CheckpointHead:
     log: str
     seq: int
     hash: str
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    path: Path
+    box: str
+    heads: tuple[CheckpointHead, ...]
     key_id: str
     algorithm: str
 
 
 def _human(console: Console, report: CheckpointReport) -> None:
     console.print(
-        f"checkpoint of log {report.log} written to {report.path}: head seq {report.seq}, hash {report.hash}, "
-        f"signed with {report.algorithm} key {report.key_id}"
+        f"checkpoint of box {report.box} written to {report.path}, signed with {report.algorithm} key {report.key_id}:"
     )
+    for head in report.heads:
+        console.print(f"  log {head.log}: head seq {head.seq}, hash {head.hash}", soft_wrap=True)
     console.print(f"later: vvctl verify-logline --checkpoint {report.path} <loglines dir>")
 
 
 def command(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where to write the checkpoint (JSON).")],
-    log: Annotated[str, typer.Option("--log", metavar="LOG", help="The log whose head to sign.")] = "videos",
+    log: Annotated[
+        list[str] | None,
+        typer.Option("--log", metavar="LOG", help="Only this log's head (repeatable; default: every log)."),
+    ] = None,
 ) -> None:
-    """Write a signed checkpoint (seq and hash of the newest LogLine) that detects a cut-off tail later."""
-    from vvctl.core.logline import check_log_name, export_checkpoint
+    """Write a signed checkpoint (seq and hash of the newest LogLine of every log) that detects a cut-off tail."""
+    from vvctl.core.logline import export_checkpoint
 
     state = get_state(ctx)
-    document = export_checkpoint(state.settings().settings, check_log_name(log), out)
+    document = export_checkpoint(state.settings().settings, list(log or []), out)
     details = document["signature_details"]
-    report = CheckpointReport(
-        out, document["log"], document["seq"], document["hash"], details["key_id"], details["algorithm"]
-    )
+    heads = tuple(CheckpointHead(h["log"], h["seq"], h["hash"]) for h in document["heads"])
+    report = CheckpointReport(out, document["box"], heads, details["key_id"], details["algorithm"])
     emit(state, report, "checkpoint", _human)

@@ -54,12 +54,20 @@ def _human(console: Console, report: VerifyReport, *, list_all: bool) -> None:
     for summary in report.logs.values():
         span = f"seq {summary.first_seq}-{summary.last_seq}" if summary.first_seq is not None else "no LogLines"
         state = "[green]intact[/]" if summary.intact else "[red]NOT intact[/]"
-        line = f"log {summary.log}: {summary.records} LogLines ({span}), {summary.invalid} invalid, chain {state}"
+        box = f" of box {summary.box}" if summary.box else ""
+        line = f"log {summary.log}{box}: {summary.records} LogLines ({span}), {summary.invalid} invalid, chain {state}"
         if summary.head_hash:
             line += f"; head {summary.last_seq}:{summary.head_hash}"
         console.print(line, soft_wrap=True)  # the head must stay copyable as one LOG:SEQ:HASH line
         for problem in summary.problems:
             console.print(f"  [red]{problem}[/]")
+        if summary.legacy:
+            console.print(
+                f"  note: {summary.legacy} LogLines have no box id (written before box ids): see "
+                "'Older chains' in docs/loglines.md"
+            )
+    for finding in report.problems:
+        console.print(f"[red]INVALID ({finding.reason.value})[/]: {finding.detail}", soft_wrap=True)
     hidden = len(report.results) - len(shown)
     note = f" ({hidden} valid not listed; --all lists them)" if hidden else ""
     outcome = "[green]all valid[/]" if report.ok else "[red]INVALID LogLines found[/]"
@@ -103,16 +111,25 @@ def command(
             "--checkpoint", help="Signed checkpoint ('vvctl checkpoint') giving the expected head. Repeatable."
         ),
     ] = None,
+    box: Annotated[
+        str | None,
+        typer.Option(
+            "--box",
+            metavar="BOX_ID",
+            help="The box the LogLines must come from (default: a checkpoint's box, or the one box of the keys).",
+        ),
+    ] = None,
     list_all: Annotated[
         bool, typer.Option("--all", help=f"List every file, not only invalid ones, above {LIST_ALL_UP_TO} files.")
     ] = False,
 ) -> None:
     """Verify LogLines: signature, schema, key, canonical bytes and chain (no gap, reorder, fork or cut tail).
 
-    Exit 0 when every LogLine is valid and every chain intact, 1 when not, 2 for bad arguments.
+    Exit 0 when every LogLine is valid and every chain intact, 1 when not (no LogLine found included),
+    2 for bad arguments.
     """
     from vvctl.core.keystore import load_verification_keys
-    from vvctl.core.verify import check_paths, resolve_expected_heads, verify_paths
+    from vvctl.core.verify import check_paths, resolve_expectations, verify_paths
 
     state = get_state(ctx)
     check_paths(paths)  # a usage error first, before any key store is looked for
@@ -120,8 +137,8 @@ def command(
     if key_store is None and not public_keys:
         key_store = state.settings().settings.key_store
     keys = load_verification_keys(key_store, public_keys)
-    expected = resolve_expected_heads(list(expect_head or []), list(checkpoint or []), keys)
-    report = verify_paths(paths, keys, expect_heads=expected)
+    expected = resolve_expectations(list(expect_head or []), list(checkpoint or []), keys, box=box)
+    report = verify_paths(paths, keys, expect_heads=expected.heads, expect_box=expected.box)
     emit(state, report, "verify-logline", lambda console, r: _human(console, r, list_all=list_all))
     if not report.ok:
         raise typer.Exit(1)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,8 @@ class LogLineDraft:
     confirmed_by: str | None = None
     if_ok: str | None = None
     if_not: str | None = None
+    key_event: Mapping[str, str] | None = None
+    """A change of the signing keys (``key_event`` in the schema); only :mod:`vvctl.core.keyevents` sets it."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,17 @@ def chain_hash(file_bytes: bytes) -> str:
     return sha256_bytes(file_bytes)
 
 
+def existing_logs(layout: StorageLayout) -> list[str]:
+    """The logs that have a directory under ``loglines/`` (sorted)."""
+    try:
+        entries = list(os.scandir(layout.loglines))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageError(f"cannot list {layout.loglines}: {exc.strerror or exc}") from None
+    return sorted(e.name for e in entries if LOG_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False))
+
+
 def scan_log_files(directory: Path) -> dict[int, list[Path]]:
     """LogLine files in ``directory`` by the seq in their name (several paths for a duplicated seq)."""
     found: dict[int, list[Path]] = {}
@@ -158,6 +171,12 @@ def render_markdown(record: Mapping[str, Any], file_name: str, digest: str) -> s
     for key in ("confirmed_by", "if_ok", "if_not"):
         if key in record:
             lines.append(f"- **{key}**: {record[key]}")
+    event = record.get("key_event")
+    if event is not None:
+        new = f" (new active key `{event['new_key_id']}`)" if "new_key_id" in event else ""
+        lines.append(f"- **key event**: {event['event']} `{event['key_id']}`{new}")
+    if "box" in record:
+        lines.append(f"- **box**: `{record['box']}`")
     lines += [
         f"- **prev**: `{record['prev']}`",
         f"- **signed**: {signature['algorithm']} with key `{signature['key_id']}`",
@@ -288,6 +307,10 @@ class LogLineWriter:
         }
         optional = {"confirmed_by": draft.confirmed_by, "if_ok": draft.if_ok, "if_not": draft.if_not}
         record.update({k: v for k, v in optional.items() if v is not None})
+        if draft.key_event is not None:
+            record["key_event"] = dict(draft.key_event)
+        if store.box is not None:  # a key store older than box ids writes records without one until bound
+            record["box"] = store.box
         record["prev"] = prev
         sign_document(store, record)
         validate(record, SCHEMA)
@@ -301,8 +324,10 @@ class LogLineWriter:
             self.layout.state.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create {directory}: {exc.strerror or exc}") from None
-        store = load_keystore(self.key_store)
         with exclusive_lock(self._lock_path(log), what=f"LogLine writer for log {log!r}", wait=True):
+            # Read under the log's lock: a key rotation records its event in this log under the same lock
+            # after changing the store, so no record signed by the retired key can land after that event.
+            store = load_keystore(self.key_store)
             conn = connect(self.layout.state_db)
             try:
                 head = self._reconcile(conn, log, directory)
@@ -323,16 +348,21 @@ class LogLineWriter:
 # -- checkpoints ---------------------------------------------------------------------------------------
 
 
-def make_checkpoint(store: KeyStore, head: ChainHead, *, clock: Clock = utcnow) -> dict[str, Any]:
-    """A signed chain head (``$defs/checkpoint`` of the signature contract) for an auditor to keep."""
+CHECKPOINT_VERSION = 2
+MAX_CHECKPOINT_HEADS = 1000
+
+
+def make_checkpoint(store: KeyStore, heads: Sequence[ChainHead], *, clock: Clock = utcnow) -> dict[str, Any]:
+    """Signed chain heads (``$defs/checkpoint`` of the signature contract, version 2) for an auditor to keep."""
     from vvctl.core.signing import contract_problem
 
+    if store.box is None:
+        raise UsageError(f"key store {store.path} has no box id yet: run 'vvctl bootstrap' once to give it one")
     document: dict[str, Any] = {
-        "schema_version": 1,
+        "schema_version": CHECKPOINT_VERSION,
         "kind": CHECKPOINT_KIND,
-        "log": head.log,
-        "seq": head.seq,
-        "hash": head.hash,
+        "box": store.box,
+        "heads": [{"log": h.log, "seq": h.seq, "hash": h.hash} for h in sorted(heads, key=lambda h: h.log)],
         "when": rfc3339(clock()),
     }
     sign_document(store, document)
@@ -342,13 +372,25 @@ def make_checkpoint(store: KeyStore, head: ChainHead, *, clock: Clock = utcnow) 
     return document
 
 
-def export_checkpoint(settings: Settings, log: str, out: Path, *, clock: Clock = utcnow) -> dict[str, Any]:
-    """Write the signed head of ``log`` to ``out`` (atomically) and return it."""
+def export_checkpoint(
+    settings: Settings, logs: Sequence[str] | None, out: Path, *, clock: Clock = utcnow
+) -> dict[str, Any]:
+    """Write the signed heads of ``logs`` (default: every log with LogLines) to ``out`` (atomically)."""
     writer = LogLineWriter(settings, clock=clock)
-    head = writer.head(log)
-    if head is None:
-        raise UsageError(f"log {log!r} has no LogLines yet; nothing to checkpoint")
-    document = make_checkpoint(load_keystore(writer.key_store), head, clock=clock)
+    chosen = [check_log_name(log) for log in logs] if logs else existing_logs(writer.layout)
+    heads: list[ChainHead] = []
+    for log in dict.fromkeys(chosen):
+        head = writer.head(log)
+        if head is None:
+            if logs:
+                raise UsageError(f"log {log!r} has no LogLines yet; nothing to checkpoint")
+            continue
+        heads.append(head)
+    if not heads:
+        raise UsageError(f"no log under {writer.layout.loglines} has LogLines yet; nothing to checkpoint")
+    if len(heads) > MAX_CHECKPOINT_HEADS:
+        raise UsageError(f"{len(heads)} logs: a checkpoint holds at most {MAX_CHECKPOINT_HEADS}; choose with --log")
+    document = make_checkpoint(load_keystore(writer.key_store), heads, clock=clock)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -359,6 +401,8 @@ def export_checkpoint(settings: Settings, log: str, out: Path, *, clock: Clock =
 
 __all__ = [
     "CHECKPOINT_KIND",
+    "CHECKPOINT_VERSION",
+    "MAX_CHECKPOINT_HEADS",
     "MD_SUFFIX",
     "SUFFIX",
     "ZERO_HASH",
@@ -368,6 +412,7 @@ __all__ = [
     "WrittenLogLine",
     "chain_hash",
     "check_log_name",
+    "existing_logs",
     "export_checkpoint",
     "log_directory",
     "make_checkpoint",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from vvctl.core.errors import IntegrityError
+from vvctl.core.errors import IntegrityError, UsageError
 from vvctl.core.schemas import json_path, load_schema
 
 SECRET_BYTES = 32
@@ -86,21 +86,29 @@ class VerifyingKey:
     algorithm: Algorithm
     status: KeyStatus
     _check: Callable[[bytes, bytes], bool] = field(repr=False, compare=False)
+    box: str | None = None
+    """The box whose key store holds the key; None for a key store or export older than box ids."""
+    source: str = ""
+    """Where the key came from (a file name), for messages."""
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """True when ``signature`` (raw bytes) is this key's signature of ``message``."""
         return self._check(message, signature)
 
 
-def hmac_verifying_key(key_id: str, status: KeyStatus, secret: bytes) -> VerifyingKey:
+def hmac_verifying_key(
+    key_id: str, status: KeyStatus, secret: bytes, *, box: str | None = None, source: str = ""
+) -> VerifyingKey:
     def check(message: bytes, signature: bytes) -> bool:
         # Constant-time comparison: timing must not reveal how many leading bytes of a forgery matched.
         return hmac.compare_digest(hmac.digest(secret, message, hashlib.sha256), signature)
 
-    return VerifyingKey(key_id, Algorithm.HMAC_SHA256, status, check)
+    return VerifyingKey(key_id, Algorithm.HMAC_SHA256, status, check, box, source)
 
 
-def ed25519_verifying_key(key_id: str, status: KeyStatus, public_key: bytes) -> VerifyingKey:
+def ed25519_verifying_key(
+    key_id: str, status: KeyStatus, public_key: bytes, *, box: str | None = None, source: str = ""
+) -> VerifyingKey:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -116,24 +124,28 @@ def ed25519_verifying_key(key_id: str, status: KeyStatus, public_key: bytes) -> 
             return False
         return True
 
-    return VerifyingKey(key_id, Algorithm.ED25519, status, check)
+    return VerifyingKey(key_id, Algorithm.ED25519, status, check, box, source)
+
+
+class DuplicateKeyError(UsageError):
+    """The same key id was given twice (exit 2): which copy holds the truth is not for the verifier to guess."""
 
 
 class VerificationKeys(Mapping[str, VerifyingKey]):
-    """The keys a verifier knows, by key id. Built once and reused for every file."""
+    """The keys a verifier knows, by key id. Built once and reused for every file.
+
+    A key id given twice is refused (:class:`DuplicateKeyError`), even with identical copies: an older key
+    export next to a newer one would otherwise let the one read last decide a key's status. Key lifetimes
+    come from the chain's own key events, so the newest export alone is enough.
+    """
 
     def __init__(self, keys: Iterable[VerifyingKey] = ()) -> None:
         self._keys: dict[str, VerifyingKey] = {}
         for key in keys:
             known = self._keys.get(key.key_id)
             if known is not None:
-                if known.algorithm is not key.algorithm:
-                    raise IntegrityError(
-                        f"key {key.key_id} is given twice with different algorithms; "
-                        "the key sources do not belong together"
-                    )
-                if known.status is KeyStatus.REVOKED:
-                    continue  # a revocation seen in any source wins over an older copy of the key
+                where = f" (in {known.source} and {key.source})" if known.source and key.source else ""
+                raise DuplicateKeyError(f"key {key.key_id} is given twice{where}; give each key file once")
             self._keys[key.key_id] = key
 
     def __getitem__(self, key_id: str) -> VerifyingKey:
@@ -147,6 +159,11 @@ class VerificationKeys(Mapping[str, VerifyingKey]):
 
     def merged(self, other: VerificationKeys) -> VerificationKeys:
         return VerificationKeys([*self._keys.values(), *other.values()])
+
+    @property
+    def boxes(self) -> frozenset[str]:
+        """The boxes the keys belong to (keys from sources older than box ids name none)."""
+        return frozenset(key.box for key in self._keys.values() if key.box is not None)
 
 
 SIGNATURE_CONTRACT = "contract.signature.json"
@@ -195,6 +212,7 @@ def contract_problem(document: Any, definition: str) -> str | None:
 __all__ = [
     "SIGNATURE_CONTRACT",
     "Algorithm",
+    "DuplicateKeyError",
     "KeyStatus",
     "Signer",
     "VerificationKeys",

@@ -23,13 +23,14 @@ that does not exist, a malformed expected head or checkpoint) raise :class:`Usag
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import json
 import os
 import re
 import stat
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -39,7 +40,7 @@ from typing import Any
 
 from vvctl.core.canonical import NotCanonicalizable, canonicalize, canonicalize_plain, is_plain
 from vvctl.core.errors import InputError, IntegrityError, UsageError
-from vvctl.core.logline import CHECKPOINT_KIND, LOG_NAME, SUFFIX, ZERO_HASH, signed_bytes
+from vvctl.core.logline import CHECKPOINT_KIND, FILE_NAME, LOG_NAME, SUFFIX, ZERO_HASH, signed_bytes
 from vvctl.core.schemas import SchemaViolation, validate
 from vvctl.core.signing import KeyStatus, VerificationKeys, contract_problem
 
@@ -84,6 +85,18 @@ class Reason(StrEnum):
     """``prev`` is not the SHA-256 of the previous LogLine."""
     HEAD_MISMATCH = "head_mismatch"
     """The expected head (seq and hash) is not this log's: its tail was cut off or replaced."""
+    KEY_RETIRED = "key_retired"
+    """Signed by a key after that key's retirement record in the same log, or by a key the key files call
+    retired in a log that holds no retirement record for it (its history was rewritten)."""
+    BOX_MISMATCH = "box_mismatch"
+    """The record names another box than its key, its log, the checkpoint or ``--box``; or it has no box
+    id although records before it in its log have one."""
+    SYMLINK = "symlink"
+    """The record file is a symbolic link: LogLines are regular files, and a link can point anywhere."""
+    MISNAMED = "misnamed"
+    """The file name breaks the naming rule ``<seq, 8 digits at least>.<slug>.logline.json``."""
+    NO_LOGLINES = "no_loglines"
+    """No LogLine file at all under the paths given (an empty or wrong folder, or every file deleted)."""
 
 
 class Verdict(StrEnum):
@@ -103,6 +116,12 @@ class FileVerdict:
     """SHA-256 of the file's bytes (the chain hash); None when the file could not be read."""
     prev: str | None = None
     """The record's ``prev`` (the hash it links to), when the record is schema-valid."""
+    key_id: str | None = None
+    """The signing key's id, when the record is schema-valid."""
+    box: str | None = None
+    """The box the record names; None for a record older than box ids (or not schema-valid)."""
+    key_event: dict[str, str] | None = None
+    """The record's key event, if it records a change of the signing keys."""
 
     @property
     def valid(self) -> bool:
@@ -122,10 +141,22 @@ class LogSummary:
     expected_head: tuple[int, str] | None = None
     problems: list[str] = field(default_factory=list)
     """Chain problems that no single file carries (an expected log with no LogLine at all)."""
+    box: str | None = None
+    """The box the log's records name (the most common one, if they disagree)."""
+    legacy: int = 0
+    """Records without a box id (written before box ids existed): checked as before, see docs/loglines.md."""
 
     @property
     def intact(self) -> bool:
         return self.invalid == 0 and not self.problems
+
+
+@dataclass(slots=True)
+class Problem:
+    """A finding that belongs to no single file (no LogLines found at all)."""
+
+    reason: Reason
+    detail: str
 
 
 @dataclass(slots=True)
@@ -134,10 +165,13 @@ class VerifyReport:
     logs: dict[str, LogSummary]
     valid: int
     invalid: int
+    problems: list[Problem] = field(default_factory=list)
+    box: str | None = None
+    """The box the records were checked against (``--box``, a checkpoint's, or the one box of the keys)."""
 
     @property
     def ok(self) -> bool:
-        return self.invalid == 0 and all(summary.intact for summary in self.logs.values())
+        return self.invalid == 0 and not self.problems and all(summary.intact for summary in self.logs.values())
 
 
 # -- per file ------------------------------------------------------------------------------------------
@@ -159,6 +193,7 @@ _CANONICAL_RECORD = re.compile(
     "".join(
         [
             r"\{",
+            r'(?:"box":"(?P<box>b-[0-9a-f]{16})",)?',
             rf'(?:"confirmed_by":"(?P<confirmed_by>{_JCS_STRING})",)?',
             rf'"did":"(?P<did>{_JCS_STRING})",',
             rf'(?:"if_not":"(?P<if_not>{_JCS_STRING})",)?',
@@ -194,7 +229,7 @@ _LONG_LIMITS = (
     ("this", 8192),
 )
 _LONG_FROM = min(limit for _, limit in _LONG_LIMITS)
-_FIELDS = ("log", "seq", "prev", "algorithm", "key_id", "signature")
+_FIELDS = ("log", "seq", "prev", "algorithm", "key_id", "signature", "box")
 
 
 def _within_long_limits(match: re.Match[str]) -> bool:
@@ -210,11 +245,13 @@ class _KeyTable:
     """The verification keys, plus a plain dict of the usable ones for the fast path (built once per run)."""
 
     keys: VerificationKeys
-    usable: Mapping[str, tuple[str, Callable[[bytes, bytes], bool]]]
+    usable: Mapping[str, tuple[str, Callable[[bytes, bytes], bool], str | None]]
 
     @classmethod
     def of(cls, keys: VerificationKeys) -> _KeyTable:
-        usable = {k.key_id: (k.algorithm.value, k.verify) for k in keys.values() if k.status is not KeyStatus.REVOKED}
+        usable = {
+            k.key_id: (k.algorithm.value, k.verify, k.box) for k in keys.values() if k.status is not KeyStatus.REVOKED
+        }
         return cls(keys, usable)
 
 
@@ -234,12 +271,12 @@ def _fast_verdict(path: str, data: bytes, text: str, digest: str, table: _KeyTab
             return None
     if len(text) > _LONG_FROM and not _within_long_limits(match):
         return None
-    log, seq_text, prev, algorithm, key_id, signature = match.group(*_FIELDS)
+    log, seq_text, prev, algorithm, key_id, signature, box = match.group(*_FIELDS)
     seq = int(seq_text)
     if seq > _MAX_SEQ or (seq == 1 and prev != ZERO_HASH) or len(signature) != _SIGNATURE_HEX[algorithm]:
         return None
     usable = table.usable.get(key_id)
-    if usable is None or usable[0] != algorithm:
+    if usable is None or usable[0] != algorithm or (box is not None and usable[2] not in (None, box)):
         return None
     start, end = match.span("details")
     if len(data) == len(text):  # ASCII: character offsets are byte offsets
@@ -248,7 +285,7 @@ def _fast_verdict(path: str, data: bytes, text: str, digest: str, table: _KeyTab
         signed = (text[: start - 1] + text[end:]).encode("utf-8")
     if not usable[1](signed, bytes.fromhex(signature)):
         return None
-    return FileVerdict(path, log, seq, Verdict.VALID, None, "", digest, prev)
+    return FileVerdict(path, log, seq, Verdict.VALID, None, "", digest, prev, key_id, box)
 
 
 def _no_constants(name: str) -> Any:
@@ -258,7 +295,8 @@ def _no_constants(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+# O_NOFOLLOW: a record that is a symbolic link is reported (``symlink``), never followed.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 _CHUNK = 1 << 16
 
 
@@ -266,6 +304,8 @@ def _read(path: str, max_bytes: int) -> bytes | tuple[Reason, str]:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):  # noqa: PTH114 - plain strings, like the rest
+            return Reason.SYMLINK, "a symbolic link, not a LogLine file"
         return Reason.UNREADABLE, f"cannot open: {exc.strerror or type(exc).__name__}"
     try:
         # No fstat on the way: one read gets a whole LogLine. Only an empty read needs to know whether it
@@ -337,9 +377,23 @@ def _judge(path: str, data: bytes, table: _KeyTable, *, fast: bool) -> FileVerdi
     seq: int = record["seq"]
     details: dict[str, str] = record["signature_details"]
 
+    box: str | None = record.get("box")
+
     def verdict(reason: Reason | None, detail: str = "") -> FileVerdict:
         outcome = Verdict.INVALID if reason else Verdict.VALID
-        return FileVerdict(path, log, seq, outcome, reason, detail, digest, record["prev"])
+        return FileVerdict(
+            path,
+            log,
+            seq,
+            outcome,
+            reason,
+            detail,
+            digest,
+            record["prev"],
+            details["key_id"],
+            box,
+            record.get("key_event"),
+        )
 
     try:
         canonical = canonicalize_plain(record) if is_plain(record) else canonicalize(record)
@@ -359,6 +413,8 @@ def _judge(path: str, data: bytes, table: _KeyTable, *, fast: bool) -> FileVerdi
         )
     if not key.verify(signed_bytes(record), bytes.fromhex(details["signature"])):
         return verdict(Reason.BAD_SIGNATURE, f"signature does not verify with key {key.key_id}")
+    if box is not None and key.box is not None and key.box != box:
+        return verdict(Reason.BOX_MISMATCH, f"the record names box {box} but key {key.key_id} is box {key.box}'s")
     return verdict(None)
 
 
@@ -410,7 +466,8 @@ def _walk(directory: str) -> Iterator[str]:
                 is_dir = False
             if is_dir:
                 subdirectories.append(entry.path)
-            elif entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
+            # Hidden names too, and a directory named like a record: both are reported, never passed over.
+            if entry.name.endswith(SUFFIX):
                 yield entry.path
         stack.extend(sorted(subdirectories, reverse=True))
 
@@ -459,16 +516,44 @@ def parse_expect_head(text: str) -> tuple[str | None, int, str]:
     return match["log"], int(match["seq"]), match["hash"].lower()
 
 
-def load_checkpoint(path: Path, keys: VerificationKeys) -> tuple[str, int, str]:
-    """The (log, seq, hash) of a signed checkpoint file, after checking its form and its signature."""
+MAX_CHECKPOINT_BYTES = DEFAULT_MAX_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    box: str | None
+    """None for a checkpoint written before box ids (schema_version 1)."""
+    heads: dict[str, tuple[int, str]]
+
+
+def _read_checkpoint(path: Path) -> bytes:
+    """At most :data:`MAX_CHECKPOINT_BYTES` of a regular file (a device or FIFO is refused at once)."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise UsageError(f"checkpoint {path} does not exist") from None
     except OSError as exc:
         raise UsageError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-    if len(data) > DEFAULT_MAX_BYTES:
-        raise InputError(f"checkpoint {path} is larger than {DEFAULT_MAX_BYTES} bytes")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"checkpoint {path} is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CHECKPOINT_BYTES and (chunk := os.read(fd, MAX_CHECKPOINT_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise UsageError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_CHECKPOINT_BYTES:
+        raise InputError(f"checkpoint {path} is larger than {MAX_CHECKPOINT_BYTES} bytes")
+    return b"".join(chunks)
+
+
+def load_checkpoint(path: Path, keys: VerificationKeys) -> Checkpoint:
+    """The box and heads of a signed checkpoint file, after checking its form and its signature."""
+    data = _read_checkpoint(path)
     try:
         document = _DECODER.decode(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -492,7 +577,16 @@ def load_checkpoint(path: Path, keys: VerificationKeys) -> tuple[str, int, str]:
         raise InputError(f"checkpoint {path} has no canonical form") from None
     if not key.verify(signed, bytes.fromhex(details["signature"])):
         raise IntegrityError(f"checkpoint {path}: the signature does not verify (altered or forged)")
-    return document["log"], document["seq"], document["hash"]
+    box = document.get("box")
+    if box is not None and key.box is not None and box != key.box:
+        raise IntegrityError(f"checkpoint {path} names box {box} but is signed by key {key.key_id} of box {key.box}")
+    if document["schema_version"] == 1:
+        return Checkpoint(None, {document["log"]: (document["seq"], document["hash"])})
+    heads: dict[str, tuple[int, str]] = {}
+    for head in document["heads"]:
+        if heads.setdefault(head["log"], (head["seq"], head["hash"])) != (head["seq"], head["hash"]):
+            raise InputError(f"checkpoint {path} is malformed: two heads for log {head['log']!r}")
+    return Checkpoint(box, heads)
 
 
 # -- chains --------------------------------------------------------------------------------------------
@@ -572,17 +666,108 @@ def _judge_link(item: FileVerdict, before: FileVerdict, index: _LinkIndex) -> No
         _fail(item, Reason.BROKEN_CHAIN, f"prev is not the SHA-256 of seq {before.seq}")
 
 
-def _check_chain(log: str, items: list[FileVerdict], expected: tuple[int, str] | None, *, complete: bool) -> LogSummary:
-    """Check the chain of one log. Every item has ``log`` and ``seq`` set. ``complete``: a directory was
-    scanned, so records missing before the first one present are a gap too."""
-    chosen: dict[int, FileVerdict] = {}
-    extra: list[FileVerdict] = []
+@dataclass(frozen=True, slots=True)
+class _RunContext:
+    """What the chain checks of every log need to know about the whole run."""
+
+    revoked: Mapping[str, str]
+    """Key id -> where a ``revoked`` key event names it (any log): nothing that key signed is trusted."""
+    bound_retired: frozenset[str]
+    """Keys a key file with box ids calls retired: each log they signed in must record their retirement."""
+    box: str | None
+    """The box every record must name (``--box``, a checkpoint's box, or the one box of the keys)."""
+    several_boxes: tuple[str, ...]
+    """With no expected box: the boxes the records name, when there is more than one."""
+
+
+def _check_names(items: list[FileVerdict]) -> None:
     for item in items:
         seq = _seq(item)
         name_seq = _name_seq(item.path)
         if name_seq is not None and name_seq != seq:
             _fail(item, Reason.REORDERED, f"file name says seq {name_seq} but the record is seq {seq}")
-        if chosen.setdefault(seq, item) is not item:
+            continue
+        base = _base(item.path)
+        if name_seq is None or FILE_NAME.fullmatch(base) is None or not base.startswith(f"{seq:08d}."):
+            _fail(item, Reason.MISNAMED, f"the file name must be {seq:08d}.<slug>.logline.json (slug: a-z 0-9 . _ -)")
+
+
+def _check_lifetimes(
+    seqs: list[int], chosen: dict[int, FileVerdict], items: list[FileVerdict], run: _RunContext, *, complete: bool
+) -> None:
+    """A record signed by a revoked key, or by a key after its retirement record in this log, is invalid."""
+    retired_at: dict[str, int] = {}
+    for seq in seqs:
+        event = chosen[seq].key_event
+        if event is not None and event["event"] == "retired":
+            retired_at.setdefault(event["key_id"], seq)
+    if not retired_at and not run.revoked and not run.bound_retired:
+        return
+    for item in items:
+        key_id = item.key_id
+        if item.verdict is not Verdict.VALID or key_id is None:
+            continue
+        where = run.revoked.get(key_id)
+        if where is not None:
+            _fail(item, Reason.REVOKED_KEY, f"key {key_id} was revoked ({where}): nothing it signed is trusted")
+            continue
+        point = retired_at.get(key_id)
+        if point is not None:
+            if _seq(item) > point:
+                _fail(item, Reason.KEY_RETIRED, f"signed by key {key_id} after its retirement record (seq {point})")
+        elif key_id in run.bound_retired:
+            scope = "this log" if complete else "the files given"
+            _fail(
+                item,
+                Reason.KEY_RETIRED,
+                f"the key files say key {key_id} is retired, but {scope} hold no record of its retirement",
+            )
+
+
+def _check_boxes(
+    seqs: list[int], chosen: dict[int, FileVerdict], items: list[FileVerdict], run: _RunContext
+) -> tuple[str | None, int]:
+    """Every record of a log names the same box (the expected one, when known); records without a box id
+    (older than box ids) may only come before the first one that has one. Returns (box, legacy count)."""
+    counts = Counter(item.box for item in items if item.box is not None)
+    own = counts.most_common(1)[0][0] if counts else None
+    legacy = sum(1 for item in items if item.box is None and item.key_id is not None)
+    if not counts:
+        return None, legacy
+    wanted = run.box or own
+    first_boxed = next((seq for seq in seqs if chosen[seq].box is not None), None)
+    for item in items:
+        if item.box is None:
+            if item.key_id is not None and first_boxed is not None and _seq(item) > first_boxed:
+                _fail(item, Reason.BOX_MISMATCH, f"no box id, but the record at seq {first_boxed} has one")
+        elif run.several_boxes:
+            _fail(
+                item,
+                Reason.BOX_MISMATCH,
+                f"records of {len(run.several_boxes)} boxes in one run ({', '.join(run.several_boxes)}): "
+                "verify one box at a time, or choose one with --box",
+            )
+        elif item.box != wanted:
+            whose = "the expected box" if run.box else "the other records of this log"
+            _fail(item, Reason.BOX_MISMATCH, f"names box {item.box}, but {whose} name {wanted}")
+    return own, legacy
+
+
+def _check_chain(
+    log: str,
+    items: list[FileVerdict],
+    expected: tuple[int, str] | None,
+    run: _RunContext,
+    *,
+    complete: bool,
+) -> LogSummary:
+    """Check the chain of one log. Every item has ``log`` and ``seq`` set. ``complete``: a directory was
+    scanned, so records missing before the first one present are a gap too."""
+    _check_names(items)
+    chosen: dict[int, FileVerdict] = {}
+    extra: list[FileVerdict] = []
+    for item in items:
+        if chosen.setdefault(_seq(item), item) is not item:
             extra.append(item)
     if extra:
         _settle_duplicates(items, chosen, extra)
@@ -605,6 +790,9 @@ def _check_chain(log: str, items: list[FileVerdict], expected: tuple[int, str] |
             index = index or _LinkIndex.of(chosen)
             _judge_link(item, before, index)
         previous, before = seq, item
+
+    _check_lifetimes(seqs, chosen, items, run, complete=complete)
+    box, legacy = _check_boxes(seqs, chosen, items, run)
 
     problems: list[str] = []
     if expected is not None:
@@ -636,7 +824,28 @@ def _check_chain(log: str, items: list[FileVerdict], expected: tuple[int, str] |
         head_hash=chosen[last_seq].hash if last_seq is not None else None,
         expected_head=expected,
         problems=problems,
+        box=box,
+        legacy=legacy,
     )
+
+
+def _run_context(results: list[FileVerdict], keys: VerificationKeys, expect_box: str | None) -> _RunContext:
+    box = expect_box
+    if box is None and len(keys.boxes) == 1:
+        (box,) = keys.boxes
+    revoked: dict[str, str] = {}
+    boxes: set[str] = set()
+    for item in results:
+        if item.box is not None:
+            boxes.add(item.box)
+        event = item.key_event
+        # Honoured whatever the record's own verdict: a revocation only ever takes trust away, and an
+        # auditor whose key export predates the new key cannot check the event's signature.
+        if event is not None and event["event"] == "revoked":
+            revoked.setdefault(event["key_id"], f"log {item.log} seq {item.seq}")
+    bound_retired = frozenset(k.key_id for k in keys.values() if k.status is KeyStatus.RETIRED and k.box is not None)
+    several = tuple(sorted(boxes)) if box is None and len(boxes) > 1 else ()
+    return _RunContext(revoked, bound_retired, box, several)
 
 
 def verify_paths(
@@ -644,6 +853,7 @@ def verify_paths(
     keys: VerificationKeys,
     *,
     expect_heads: Mapping[str, tuple[int, str]] | None = None,
+    expect_box: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> VerifyReport:
     """Verify every LogLine under ``paths`` (files or directories, recursively) and the chain of each log."""
@@ -683,22 +893,38 @@ def verify_paths(
         if expected.get(others[0], head) != head:
             raise UsageError(f"two different expected heads for log {others[0]!r}")
         expected[others[0]] = head
+    run = _run_context(results, keys, expect_box)
     logs: dict[str, LogSummary] = {}
     for log in sorted({*chains, *expected}):
-        logs[log] = _check_chain(log, chains.get(log, []), expected.get(log), complete=log in complete)
+        logs[log] = _check_chain(log, chains.get(log, []), expected.get(log), run, complete=log in complete)
+    problems: list[Problem] = []
+    if not results:
+        where = ", ".join(os.fspath(p) for p in paths)
+        problems.append(Problem(Reason.NO_LOGLINES, f"no LogLine file (*{SUFFIX}) under {where}"))
     results.sort(key=attrgetter("path"))
     valid = sum(1 for r in results if r.verdict is Verdict.VALID)
-    return VerifyReport(results, logs, valid, len(results) - valid)
+    return VerifyReport(results, logs, valid, len(results) - valid, problems, run.box)
 
 
-def resolve_expected_heads(
-    heads: Sequence[str], checkpoints: Sequence[Path], keys: VerificationKeys
-) -> dict[str, tuple[int, str]]:
-    """Turn ``--expect-head`` texts and ``--checkpoint`` files into {log: (seq, hash)}.
+@dataclass(frozen=True, slots=True)
+class Expectations:
+    heads: dict[str, tuple[int, str]]
+    box: str | None
+
+
+_BOX = re.compile(r"^b-[0-9a-f]{16}$")
+
+
+def resolve_expectations(
+    heads: Sequence[str], checkpoints: Sequence[Path], keys: VerificationKeys, *, box: str | None = None
+) -> Expectations:
+    """Turn ``--expect-head`` texts, ``--checkpoint`` files and ``--box`` into expected heads and box.
 
     ``SEQ:HASH`` without a log is filed under the log name ``""``: :func:`verify_paths` applies it to the
     one log present, and refuses it when there are several.
     """
+    if box is not None and not _BOX.fullmatch(box):
+        raise UsageError(f"--box {box!r} is not a box id (b- and 16 hex digits; see 'vvctl keys list')")
     expected: dict[str, tuple[int, str]] = {}
 
     def put(log: str, seq: int, digest: str, origin: str) -> None:
@@ -711,16 +937,32 @@ def resolve_expected_heads(
         log, seq, digest = parse_expect_head(text)
         put(log or ANY_LOG, seq, digest, f"--expect-head {text!r}")
     for path in checkpoints:
-        log, seq, digest = load_checkpoint(path, keys)
-        put(log, seq, digest, f"checkpoint {path}")
-    return expected
+        checkpoint = load_checkpoint(path, keys)
+        if checkpoint.box is not None:
+            if box is not None and box != checkpoint.box:
+                raise UsageError(f"checkpoint {path} is of box {checkpoint.box}, not {box}")
+            box = checkpoint.box
+        for log, (seq, digest) in checkpoint.heads.items():
+            put(log, seq, digest, f"checkpoint {path}")
+    return Expectations(expected, box)
+
+
+def resolve_expected_heads(
+    heads: Sequence[str], checkpoints: Sequence[Path], keys: VerificationKeys
+) -> dict[str, tuple[int, str]]:
+    """The expected heads alone (see :func:`resolve_expectations`)."""
+    return resolve_expectations(heads, checkpoints, keys).heads
 
 
 __all__ = [
     "ANY_LOG",
     "DEFAULT_MAX_BYTES",
+    "MAX_CHECKPOINT_BYTES",
+    "Checkpoint",
+    "Expectations",
     "FileVerdict",
     "LogSummary",
+    "Problem",
     "Reason",
     "Verdict",
     "VerifyReport",
@@ -730,6 +972,7 @@ __all__ = [
     "collect",
     "load_checkpoint",
     "parse_expect_head",
+    "resolve_expectations",
     "resolve_expected_heads",
     "verify_paths",
 ]

@@ -114,10 +114,14 @@ def bootstrap(
 
 
 def _append_logline(settings: Settings, report: BootstrapReport) -> BootstrapReport:
-    """Record the bootstrap run as a signed LogLine in the ``jobs`` log."""
+    """Record the key store's pending key events (a new key, a bound store, an interrupted rotation) in
+    every log, then the bootstrap run itself as a signed LogLine in the ``jobs`` log."""
     from dataclasses import replace
 
+    from vvctl.core.keyevents import record_pending
     from vvctl.core.logline import LogLineDraft, LogLineWriter
+
+    record_pending(settings)
 
     created = [item for item in report.items if item.outcome is not Outcome.PRESENT]
     if created:
@@ -196,13 +200,16 @@ def _ensure_config(
 
 
 def _ensure_keystore(settings: Settings, dry_run: bool) -> BootstrapItem:
-    from vvctl.core.keystore import ensure_keystore
+    from vvctl.core.keystore import StoreSetup, ensure_keystore
 
     path = settings.key_store
     if dry_run:
         return BootstrapItem("key_store", path, Outcome.PRESENT if path.exists() else Outcome.WOULD_CREATE)
-    created = ensure_keystore(path, settings.signing_algorithm)
-    return BootstrapItem("key_store", path, Outcome.CREATED if created else Outcome.PRESENT, settings.signing_algorithm)
+    setup = ensure_keystore(path, settings.signing_algorithm)
+    if setup is StoreSetup.BOUND:
+        return BootstrapItem("key_store", path, Outcome.REPLACED, "box id added; old keys recorded in every log")
+    outcome = Outcome.CREATED if setup is StoreSetup.CREATED else Outcome.PRESENT
+    return BootstrapItem("key_store", path, outcome, settings.signing_algorithm)
 
 
 def _check_configured_model(settings: Settings) -> BootstrapItem:
