@@ -60,8 +60,10 @@ def test_bootstrap_creates_everything_then_changes_nothing(invoke: Invoke, tmp_p
     assert invoke.config.stat().st_mtime_ns == config_before
     assert (root / "logs" / "vvctl.jsonl").is_file()
     jobs = sorted((root / "loglines" / "jobs").glob("*.logline.json"))
-    assert [p.name for p in jobs] == ["00000001.bootstrap.logline.json", "00000002.bootstrap.logline.json"]
-    assert second["logline"] == str(jobs[1])
+    # The new key's "created" event comes first, then one record per bootstrap run.
+    names = ["00000001.keys-create.logline.json", "00000002.bootstrap.logline.json", "00000003.bootstrap.logline.json"]
+    assert [p.name for p in jobs] == names
+    assert second["logline"] == str(jobs[2])
 
 
 def test_human_output_of_a_second_run_says_nothing_changed(invoke: Invoke, tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def ok(tmp: Path) -> subprocess.CompletedProcess[str]:
 
 def findings(tmp: Path) -> subprocess.CompletedProcess[str]:
     root = box(tmp)
-    (record,) = (root / "loglines" / "jobs").glob("*.logline.json")
+    (record,) = (root / "loglines" / "jobs").glob("*.bootstrap.logline.json")
     record.write_bytes(record.read_bytes().replace(b'"status":"ok"', b'"status":"failed"'))
     return vvctl(tmp, "verify-logline", str(root / "loglines"))
 

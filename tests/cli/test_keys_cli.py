@@ -20,7 +20,8 @@ def root(invoke: Invoke, tmp_path: Path) -> Path:
 
 
 def secrets_of(root: Path) -> list[str]:
-    return [key["secret"] for key in json.loads((root / "state" / "keystore.json").read_text())["keys"]]
+    keys = json.loads((root / "state" / "keystore.json").read_text())["keys"]
+    return [key["secret"] for key in keys if "secret" in key]
 
 
 def outputs(result: object) -> str:
@@ -43,10 +44,14 @@ def test_rotate_and_revoke_are_recorded_and_signed_by_the_new_key(invoke: Invoke
     listed = {k["key_id"]: k["status"] for k in invoke.json("keys", "list")["keys"]}
     assert listed == {first: "revoked", new: "active"}
 
-    # The bootstrap LogLine was signed with the key now revoked: it verifies as INVALID with that reason.
+    # The first key's "created" event and the bootstrap LogLine were signed with the key now revoked: they
+    # verify as INVALID with that reason. The rotation and revocation events are signed by the new key.
     report = invoke.json("verify-logline", str(root / "loglines"), expect=1)
     reasons = [r["reason"] for r in report["results"]]
-    assert reasons == ["revoked_key", None, None]
+    assert reasons == ["revoked_key", "revoked_key", None, None]
+    events = [r["key_event"] for r in report["results"]]
+    assert events[2] == {"event": "retired", "key_id": first, "new_key_id": new}
+    assert events[3] == {"event": "revoked", "key_id": first}
 
 
 def test_unknown_key_is_a_usage_error(invoke: Invoke, root: Path) -> None:
@@ -66,18 +71,26 @@ def test_export_public_needs_an_ed25519_key(invoke: Invoke, root: Path, tmp_path
 
 def test_no_secret_in_any_output(invoke: Invoke, root: Path, tmp_path: Path) -> None:
     invoke.config.write_text(invoke.config.read_text() + '\nsigning_algorithm = "ed25519"\n')
+    seen: set[str] = set(secrets_of(root))
+
+    def run(*args: str) -> object:
+        result = invoke(*args)
+        # Collected after every command: rotation destroys a retired Ed25519 private key.
+        seen.update(secrets_of(root))
+        return result
+
     runs = [
-        invoke("keys", "list"),
-        invoke("--json", "keys", "list"),
-        invoke("keys", "rotate"),
-        invoke("--json", "keys", "rotate"),
-        invoke("keys", "export-public", "--out", str(tmp_path / "p.json")),
-        invoke("--json", "keys", "export-public", "--out", str(tmp_path / "p.json")),
-        invoke("--verbose", "keys", "revoke", "nope"),
+        run("keys", "list"),
+        run("--json", "keys", "list"),
+        run("keys", "rotate"),
+        run("--json", "keys", "rotate"),
+        run("keys", "export-public", "--out", str(tmp_path / "p.json")),
+        run("--json", "keys", "export-public", "--out", str(tmp_path / "p.json")),
+        run("--verbose", "keys", "revoke", "nope"),
     ]
     first = invoke.json("keys", "list")["keys"][0]["key_id"]
-    runs.append(invoke("--json", "keys", "revoke", first))
-    runs.append(invoke("keys", "revoke", first))
+    runs.append(run("--json", "keys", "revoke", first))
+    runs.append(run("keys", "revoke", first))
     key_store = root / "state" / "keystore.json"
     runs.append(
         subprocess.run(
@@ -87,8 +100,9 @@ def test_no_secret_in_any_output(invoke: Invoke, root: Path, tmp_path: Path) -> 
             timeout=60,
         )
     )
-    secrets = secrets_of(root)
+    secrets = sorted(seen)
     assert len(secrets) == 3  # bootstrap, two rotations (revoking a retired key adds none)
+    assert len(secrets_of(root)) == 2  # the retired Ed25519 key's private half is gone
     for result in runs:
         text = outputs(result)
         for secret in secrets:

@@ -16,7 +16,8 @@ from tests.cli.conftest import Invoke
 
 @pytest.fixture
 def root(invoke: Invoke, tmp_path: Path) -> Path:
-    """A bootstrapped storage root whose jobs log has three LogLines (bootstrap twice, one key rotation)."""
+    """A bootstrapped storage root whose jobs log has four LogLines: the first key's ``created`` event,
+    bootstrap twice, and one key rotation (its ``retired`` event)."""
     root = tmp_path / "T"
     assert invoke("bootstrap", "--storage-root", str(root)).exit_code == 0
     assert invoke("bootstrap").exit_code == 0
@@ -31,12 +32,19 @@ def jobs(root: Path) -> list[Path]:
 def test_valid_log_exits_0_with_the_json_report(invoke: Invoke, root: Path) -> None:
     report = invoke.json("verify-logline", str(root / "loglines"))
     assert report["kind"] == "verify-logline" and report["schema_version"] == 1
-    assert (report["valid"], report["invalid"]) == (3, 0)
-    assert [r["verdict"] for r in report["results"]] == ["VALID"] * 3
-    assert set(report["results"][0]) == {"path", "log", "seq", "verdict", "reason", "detail", "hash", "prev"}
+    assert (report["valid"], report["invalid"]) == (4, 0)
+    assert [r["verdict"] for r in report["results"]] == ["VALID"] * 4
+    fields = {"path", "log", "seq", "verdict", "reason", "detail", "hash", "prev", "key_id", "box", "key_event"}
+    assert set(report["results"][0]) == fields
     assert report["results"][0]["prev"] == "0" * 64
+    assert report["results"][0]["key_event"]["event"] == "created"
+    assert report["results"][3]["key_event"]["event"] == "retired"
+    box = json.loads((root / "state" / "keystore.json").read_text())["box"]
+    assert report["box"] == box and {r["box"] for r in report["results"]} == {box}
+    assert report["problems"] == []
     summary = report["logs"]["jobs"]
-    assert (summary["first_seq"], summary["last_seq"], summary["problems"]) == (1, 3, [])
+    assert (summary["first_seq"], summary["last_seq"], summary["problems"]) == (1, 4, [])
+    assert (summary["box"], summary["legacy"]) == (box, 0)
     assert summary["head_hash"] == hashlib.sha256(jobs(root)[-1].read_bytes()).hexdigest()
 
 
@@ -58,19 +66,22 @@ def test_invalid_files_exit_1_and_are_named(invoke: Invoke, root: Path) -> None:
 
 def test_expect_head_and_checkpoint_detect_a_cut_tail(invoke: Invoke, root: Path, tmp_path: Path) -> None:
     checkpoint = tmp_path / "cp.json"
-    written = invoke.json("checkpoint", "--log", "jobs", "--out", str(checkpoint))
-    assert written["seq"] == 3 and written["log"] == "jobs"
-    head = f"jobs:3:{written['hash']}"
+    written = invoke.json("checkpoint", "--out", str(checkpoint))
+    (only,) = written["heads"]  # every log by default; this box has one
+    assert only["seq"] == 4 and only["log"] == "jobs"
+    head = f"jobs:4:{only['hash']}"
     assert invoke("verify-logline", str(root / "loglines"), "--expect-head", head).exit_code == 0
     assert invoke("verify-logline", str(root / "loglines"), "--checkpoint", str(checkpoint)).exit_code == 0
     jobs(root)[-1].unlink()
     for option in (
         ["--expect-head", head],
-        ["--expect-head", f"3:{written['hash']}"],
+        ["--expect-head", f"4:{only['hash']}"],
         ["--checkpoint", str(checkpoint)],
     ):
         report = invoke.json("verify-logline", str(root / "loglines"), *option, expect=1)
-        assert [r["reason"] for r in report["results"]] == [None, "head_mismatch"]
+        # The cut-off record was the first key's retirement event: with the key store (which knows the
+        # key is retired) its records are now flagged too, as a history rewritten without that event.
+        assert [r["reason"] for r in report["results"]] == ["key_retired", "key_retired", "head_mismatch"]
 
 
 @pytest.mark.parametrize(
@@ -117,7 +128,7 @@ def test_real_subprocess_on_garbage_gives_verdicts_not_tracebacks(root: Path, tm
     assert reasons["a.logline.json"] == "not_utf8"
     assert reasons["b.logline.json"] == "schema_violation"
     assert reasons["c.logline.json"] == "malformed_json"
-    assert report["valid"] == 3
+    assert report["valid"] == 4
 
     usage = subprocess.run([*command, str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "does not exist" in usage.stderr and "Traceback" not in usage.stderr
@@ -130,12 +141,12 @@ def test_people_see_only_invalid_files_above_the_limit_unless_all(
 
     monkeypatch.setattr(verify_logline, "LIST_ALL_UP_TO", 2)
     files = jobs(root)
-    files[0].write_bytes(files[0].read_bytes().replace(b"bootstrap", b"bootstrop"))
+    files[1].write_bytes(files[1].read_bytes().replace(b"bootstrap", b"bootstrop"))
     wide = {"COLUMNS": "400"}  # whole paths on one line
     result = invoke("verify-logline", str(root / "loglines"), env=wide)
     assert result.exit_code == 1
-    assert files[0].name in result.stdout and files[1].name not in result.stdout
-    assert "2 valid not listed" in result.stdout
+    assert files[1].name in result.stdout and files[0].name not in result.stdout
+    assert "3 valid not listed" in result.stdout
     everything = invoke("verify-logline", "--all", str(root / "loglines"), env=wide)
     assert all(f.name in everything.stdout for f in files)
 

@@ -96,11 +96,19 @@ def test_writer_refuses_a_tampered_or_removed_head(settings: Settings) -> None:
 def test_checkpoint_exports_the_signed_head(settings: Settings, tmp_path: Path) -> None:
     writer = LogLineWriter(settings)
     last = writer.append("jobs", draft(0), slug="a")
-    document = export_checkpoint(settings, "jobs", tmp_path / "out" / "cp.json")
-    assert (document["log"], document["seq"], document["hash"]) == ("jobs", 1, last.hash)
+    videos = writer.append("videos", draft(1), slug="b")
+    # By default every log with LogLines, so a cut-off tail of any of them shows.
+    document = export_checkpoint(settings, None, tmp_path / "out" / "cp.json")
+    assert document["heads"] == [
+        {"log": "jobs", "seq": 1, "hash": last.hash},
+        {"log": "videos", "seq": 1, "hash": videos.hash},
+    ]
+    assert document["box"] == load_keystore(settings.key_store).box
     assert (tmp_path / "out" / "cp.json").read_bytes() == canonicalize(document)
+    only = export_checkpoint(settings, ["jobs"], tmp_path / "cp1.json")
+    assert only["heads"] == [{"log": "jobs", "seq": 1, "hash": last.hash}]
     with pytest.raises(UsageError, match="no LogLines"):
-        export_checkpoint(settings, "videos", tmp_path / "cp2.json")
+        export_checkpoint(settings, ["other"], tmp_path / "cp2.json")
 
 
 APPENDER = textwrap.dedent(

@@ -476,15 +476,16 @@ def test_checkpoint_round_trip_and_tampering(chain: tuple[Settings, Path], copy_
     writer = LogLineWriter(settings_)
     head = writer.head("videos")
     assert head is not None
-    document = make_checkpoint(load_keystore(settings_.key_store), head)
+    store = load_keystore(settings_.key_store)
+    document = make_checkpoint(store, [head])
     path = tmp_path / "checkpoint.json"
     path.write_bytes(canonicalize(document))
-    assert load_checkpoint(path, keys) == ("videos", CHAIN, head.hash)
+    assert load_checkpoint(path, keys) == verify.Checkpoint(store.box, {"videos": (CHAIN, head.hash)})
     files[-1].unlink()
     report = verify_paths([directory], keys, expect_heads=resolve_expected_heads([], [path], keys))
     assert by_seq(report)[CHAIN - 1] == (Verdict.INVALID, Reason.HEAD_MISMATCH)
 
-    path.write_bytes(canonicalize({**document, "seq": CHAIN + 5}))
+    path.write_bytes(canonicalize({**document, "heads": [{"log": "videos", "seq": CHAIN + 5, "hash": head.hash}]}))
     with pytest.raises(IntegrityError, match="does not verify"):
         load_checkpoint(path, keys)
     path.write_bytes(b"not json")

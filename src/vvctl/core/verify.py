@@ -791,9 +791,6 @@ def _check_chain(
             _judge_link(item, before, index)
         previous, before = seq, item
 
-    _check_lifetimes(seqs, chosen, items, run, complete=complete)
-    box, legacy = _check_boxes(seqs, chosen, items, run)
-
     problems: list[str] = []
     if expected is not None:
         expected_seq, expected_hash = expected
@@ -811,6 +808,9 @@ def _check_chain(
         elif expected_seq in chosen and chosen[expected_seq].hash != expected_hash:
             _fail(chosen[expected_seq], Reason.HEAD_MISMATCH, "its hash is not the expected head's hash")
             problems.append(f"seq {expected_seq} is not the expected head")
+
+    _check_lifetimes(seqs, chosen, items, run, complete=complete)
+    box, legacy = _check_boxes(seqs, chosen, items, run)
 
     valid = sum(1 for item in items if item.valid)
     last_seq = seqs[-1] if seqs else None
