@@ -27,7 +27,7 @@ from vvctl.core.canonical import canonicalize
 from vvctl.core.keystore import load_keystore
 from vvctl.core.logline import LogLineDraft, LogLineWriter, signed_bytes
 from vvctl.core.settings import Settings, load_settings
-from vvctl.core.signing import Algorithm, Signer, make_signer
+from vvctl.core.signing import Signer, make_signer
 
 ALGORITHMS = ["hmac-sha256", "ed25519"]
 
@@ -316,7 +316,7 @@ def test_checkpoint_from_a_device_or_fifo_fails_fast(box: Box, tmp_path: Path, k
         capture_output=True,
         text=True,
         timeout=60,
-        preexec_fn=_limited,  # noqa: PLW1509 - a test subprocess, no threads involved
+        preexec_fn=_limited,
     )
     assert time.monotonic() - started < 30
     assert result.returncode == 8, result.stderr
