@@ -51,7 +51,8 @@ def _summary(store: KeyStore, event: Mapping[str, str]) -> str:
         algorithm = f" ({info.info.algorithm.value})" if info else ""
         return f"key {key_id}{algorithm} is the active signing key of box {store.box}"
     if event["event"] == "retired":
-        return f"retired key {key_id}{new_text}"
+        when = f" on {info.info.retired}" if info and info.info.retired and not new else ""
+        return f"retired key {key_id}{when}{new_text}"
     reason = info.info.revoked_reason if info else None
     return f"revoked key {key_id}" + (f" ({reason})" if reason else "") + new_text
 
@@ -65,13 +66,14 @@ def record_pending(settings: Settings, *, clock: Clock = utcnow) -> list[Recorde
     logs = sorted({*existing_logs(StorageLayout(settings.storage_root)), ALWAYS})
     recorded: list[RecordedEvent] = []
     for event in store.pending:
+        key_id = event["key_id"]
         draft = LogLineDraft(
             who="vvctl keys",
             did=_DID[event["event"]],
             this=_summary(store, event),
             status="ok",
             # The key the record is about: the new one for a rotation, the one concerned otherwise.
-            source={"type": "key", "id": event["new_key_id"] if event["event"] == "retired" else event["key_id"]},
+            source={"type": "key", "id": event.get("new_key_id", key_id) if event["event"] == "retired" else key_id},
             key_event=event,
         )
         paths = {log: writer.append(log, draft, slug=_SLUG[event["event"]]).path for log in logs}
