@@ -1,7 +1,7 @@
 """Throughput of LogLine verification against the practical limit, measured in the same run.
 
-Builds a directory of N real LogLines (one valid chain, signed with a real key store's active key, in the
-writer's file format), then times:
+Builds a directory of N real LogLines (one valid chain, signed with a real key store's active key, naming
+its box, in the writer's file format), then times:
 
 * ``verify_paths``: the library verifier (every per-file and chain check);
 * ``vvctl verify-logline --json``: the CLI end to end, as a subprocess (interpreter start included);
@@ -35,7 +35,8 @@ from vvctl.core.verify import verify_paths
 
 def build(directory: Path, key_store: Path, count: int) -> None:
     """Write ``count`` chained LogLines of log ``videos`` (files written directly: a throwaway directory)."""
-    signer = load_keystore(key_store).signer()
+    store = load_keystore(key_store)
+    signer = store.signer()
     log_dir = directory / "videos"
     log_dir.mkdir(parents=True)
     prev = ZERO_HASH
@@ -56,6 +57,7 @@ def build(directory: Path, key_store: Path, count: int) -> None:
                 "sha256": hashlib.sha256(str(seq).encode()).hexdigest(),
             },
             "confirmed_by": "summary.schema.json",
+            "box": store.box,
             "prev": prev,
         }
         record["signature_details"] = {

@@ -539,3 +539,17 @@ def test_signature_with_a_trailing_newline_is_refused(stores: dict[str, KeyStore
     record = json.loads(sign(_sample(), store.signer()))
     record["signature_details"]["signature"] += "\n"  # bytes.fromhex would ignore it
     assert both(canonicalize(record), store.verification_keys()) == (Verdict.INVALID, Reason.SCHEMA_VIOLATION)
+
+
+@pytest.mark.parametrize(
+    "slug",
+    ["a", "-a", "", "A", "a.b-c_d", "a" * 64, "a" * 65, "a b", "é", "0", "_x", "x\n", "x.logline.json"],
+)
+def test_the_name_check_agrees_with_the_documented_rule(slug: str) -> None:
+    from vvctl.core.logline import FILE_NAME
+
+    name = f"00000001.{slug}.logline.json"
+    item = verify.FileVerdict(f"/d/videos/{name}", "videos", 1, Verdict.VALID, None, "")
+    verify._check_names([item])
+    assert item.valid is bool(FILE_NAME.fullmatch(name))
+    assert item.valid or item.reason is Reason.MISNAMED
