@@ -23,8 +23,8 @@ def test_demo_analyses_the_sample_and_verifies_every_logline(tmp_path: Path) -> 
     assert video.analytic is not None and video.summary is not None and video.logline is not None
     validate(json.loads(video.analytic.read_text()), "analytic.schema.json")
     validate(json.loads(video.summary.read_text()), "summary.schema.json")
-    # bootstrap's job record, the video record and orchestrate's job record
-    assert report.loglines_checked == report.loglines_valid == 3
+    # the first key's "created" event, bootstrap's job record, the video record and orchestrate's job record
+    assert report.loglines_checked == report.loglines_valid == 4
     assert (report.storage_root / "processed" / "people-walkway.mp4").is_file()
     assert not any((report.storage_root / "input").iterdir())
 
