@@ -45,13 +45,19 @@ def test_rotate_and_revoke_are_recorded_and_signed_by_the_new_key(invoke: Invoke
     assert listed == {first: "revoked", new: "active"}
 
     # The first key's "created" event and the bootstrap LogLine were signed with the key now revoked: they
-    # verify as INVALID with that reason. The rotation and revocation events are signed by the new key.
+    # verify as INVALID with that reason. The rotation and revocation events, and the run record of each
+    # of the three `keys` runs (through the job runner), are signed by the new key.
     report = invoke.json("verify-logline", str(root / "loglines"), expect=1)
     reasons = [r["reason"] for r in report["results"]]
-    assert reasons == ["revoked_key", "revoked_key", None, None]
-    events = [r["key_event"] for r in report["results"]]
-    assert events[2] == {"event": "retired", "key_id": first, "new_key_id": new}
-    assert events[3] == {"event": "revoked", "key_id": first}
+    assert reasons == ["revoked_key", "revoked_key"] + [None] * 5
+    events = [r["key_event"] for r in report["results"] if r["key_event"]]
+    assert events[1:] == [
+        {"event": "retired", "key_id": first, "new_key_id": new},
+        {"event": "revoked", "key_id": first},
+    ]
+    runs = [json.loads(p.read_bytes()) for p in sorted((root / "loglines" / "jobs").glob("*keys-[0-9]*.logline.json"))]
+    assert [r["did"] for r in runs] == ["changed the signing keys"] * 3
+    assert [r["this"] for r in runs][-1] == f"key {first} was already revoked"
 
 
 def test_unknown_key_is_a_usage_error(invoke: Invoke, root: Path) -> None:

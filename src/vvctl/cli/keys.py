@@ -94,7 +94,7 @@ def rotate_command(ctx: typer.Context, key_store: KeyStoreOption = None) -> None
     """Retire the active key (what it signed stays valid) and make a new one, of the configured algorithm."""
     from vvctl.ops.keys import rotate
 
-    report = rotate(_settings(ctx, key_store))
+    report = rotate(_settings(ctx, key_store)).report
     emit(get_state(ctx), report, "keys-rotate", _show_change)
 
 
@@ -111,7 +111,7 @@ def revoke_command(
     also makes a new active key."""
     from vvctl.ops.keys import revoke
 
-    report = revoke(_settings(ctx, key_store), key_id, reason)
+    report = revoke(_settings(ctx, key_store), key_id, reason).report
     emit(get_state(ctx), report, "keys-revoke", _show_change)
 
 
