@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import Invoke
-from tests.conftest import MODELS
+from tests.conftest import YoloFactory
 from vvctl.core.layout import DIRECTORIES
 from vvctl.core.settings import load_settings
 
@@ -81,15 +81,15 @@ def test_dry_run_changes_nothing(invoke: Invoke, tmp_path: Path) -> None:
     assert not root.exists() and not invoke.config.exists()
 
 
-def test_model_option_verifies_checksum(invoke: Invoke, tmp_path: Path) -> None:
+def test_model_option_verifies_checksum(invoke: Invoke, tmp_path: Path, tiny_yolo: YoloFactory) -> None:
     root = tmp_path / "T"
-    yolo = MODELS / "yolov8s-person-fall.onnx"
+    yolo = tiny_yolo()
     bad = invoke("--json", "bootstrap", "--storage-root", str(root), "--model", str(yolo), "--sha256", "0" * 64)
     assert bad.exit_code == 5
     assert "expected 000000000000" in bad.stderr
     assert not root.exists() and not invoke.config.exists()  # refused before anything was written
 
-    sha = "eee43d6844141b8f3b9cea25dbb4faa9f6bfde117d49329a3be43cbfd42c2ac7"
+    sha = hashlib.sha256(yolo.read_bytes()).hexdigest()
     good = invoke.json("bootstrap", "--storage-root", str(root), "--model", str(yolo), "--sha256", sha.upper())
     assert (root / "models" / yolo.name).stat().st_size == yolo.stat().st_size
     (model,) = [i for i in good["items"] if i["kind"] == "model"]
@@ -107,9 +107,9 @@ def test_model_that_is_not_an_onnx_detector_is_refused(invoke: Invoke, tmp_path:
     assert not root.exists() and not invoke.config.exists()
 
 
-def test_model_written_into_new_config(invoke: Invoke, tmp_path: Path) -> None:
-    yolo = MODELS / "yolov8s-person-fall.onnx"
-    sha = "eee43d6844141b8f3b9cea25dbb4faa9f6bfde117d49329a3be43cbfd42c2ac7"
+def test_model_written_into_new_config(invoke: Invoke, tmp_path: Path, tiny_yolo: YoloFactory) -> None:
+    yolo = tiny_yolo()
+    sha = hashlib.sha256(yolo.read_bytes()).hexdigest()
     invoke.json("bootstrap", "--storage-root", str(tmp_path / "T"), "--model", str(yolo), "--sha256", sha)
     settings = load_settings(invoke.config, env={}).settings
     assert (settings.model, settings.model_sha256) == (yolo.name, sha)
@@ -159,11 +159,13 @@ def test_refuses_a_read_only_root(invoke: Invoke, tmp_path: Path) -> None:
     assert "permission denied" in result.stderr
 
 
-def test_model_for_an_existing_config_says_the_config_is_unchanged(invoke: Invoke, tmp_path: Path) -> None:
+def test_model_for_an_existing_config_says_the_config_is_unchanged(
+    invoke: Invoke, tmp_path: Path, tiny_yolo: YoloFactory
+) -> None:
     invoke.json("bootstrap", "--storage-root", str(tmp_path / "T"))
     config_before = invoke.config.read_bytes()
-    yolo = MODELS / "yolov8s-person-fall.onnx"
-    sha = "eee43d6844141b8f3b9cea25dbb4faa9f6bfde117d49329a3be43cbfd42c2ac7"
+    yolo = tiny_yolo()
+    sha = hashlib.sha256(yolo.read_bytes()).hexdigest()
     report = invoke.json("bootstrap", "--model", str(yolo), "--sha256", sha)
     (model,) = [i for i in report["items"] if i["kind"] == "model"]
     assert model["outcome"] == "created"

@@ -16,8 +16,8 @@ from tests.cli.conftest import Invoke
 
 @pytest.fixture
 def root(invoke: Invoke, tmp_path: Path) -> Path:
-    """A bootstrapped storage root whose jobs log has four LogLines: the first key's ``created`` event,
-    bootstrap twice, and one key rotation (its ``retired`` event)."""
+    """A bootstrapped storage root whose jobs log has five LogLines: the first key's ``created`` event,
+    bootstrap twice, and one key rotation (its ``retired`` event, then the ``keys`` job's run record)."""
     root = tmp_path / "T"
     assert invoke("bootstrap", "--storage-root", str(root)).exit_code == 0
     assert invoke("bootstrap").exit_code == 0
@@ -32,8 +32,8 @@ def jobs(root: Path) -> list[Path]:
 def test_valid_log_exits_0_with_the_json_report(invoke: Invoke, root: Path) -> None:
     report = invoke.json("verify-logline", str(root / "loglines"))
     assert report["kind"] == "verify-logline" and report["schema_version"] == 1
-    assert (report["valid"], report["invalid"]) == (4, 0)
-    assert [r["verdict"] for r in report["results"]] == ["VALID"] * 4
+    assert (report["valid"], report["invalid"]) == (5, 0)
+    assert [r["verdict"] for r in report["results"]] == ["VALID"] * 5
     fields = {"path", "log", "seq", "verdict", "reason", "detail", "hash", "prev", "key_id", "box", "key_event"}
     assert set(report["results"][0]) == fields
     assert report["results"][0]["prev"] == "0" * 64
@@ -43,7 +43,7 @@ def test_valid_log_exits_0_with_the_json_report(invoke: Invoke, root: Path) -> N
     assert report["box"] == box and {r["box"] for r in report["results"]} == {box}
     assert report["problems"] == []
     summary = report["logs"]["jobs"]
-    assert (summary["first_seq"], summary["last_seq"], summary["problems"]) == (1, 4, [])
+    assert (summary["first_seq"], summary["last_seq"], summary["problems"]) == (1, 5, [])
     assert (summary["box"], summary["legacy"]) == (box, 0)
     assert summary["head_hash"] == hashlib.sha256(jobs(root)[-1].read_bytes()).hexdigest()
 
@@ -68,14 +68,15 @@ def test_expect_head_and_checkpoint_detect_a_cut_tail(invoke: Invoke, root: Path
     checkpoint = tmp_path / "cp.json"
     written = invoke.json("checkpoint", "--out", str(checkpoint))
     (only,) = written["heads"]  # every log by default; this box has one
-    assert only["seq"] == 4 and only["log"] == "jobs"
-    head = f"jobs:4:{only['hash']}"
+    assert only["seq"] == 5 and only["log"] == "jobs"
+    head = f"jobs:5:{only['hash']}"
     assert invoke("verify-logline", str(root / "loglines"), "--expect-head", head).exit_code == 0
     assert invoke("verify-logline", str(root / "loglines"), "--checkpoint", str(checkpoint)).exit_code == 0
-    jobs(root)[-1].unlink()
+    for cut in jobs(root)[-2:]:  # the keys run record and, before it, the retirement event
+        cut.unlink()
     for option in (
         ["--expect-head", head],
-        ["--expect-head", f"4:{only['hash']}"],
+        ["--expect-head", f"5:{only['hash']}"],
         ["--checkpoint", str(checkpoint)],
     ):
         report = invoke.json("verify-logline", str(root / "loglines"), *option, expect=1)
@@ -128,7 +129,7 @@ def test_real_subprocess_on_garbage_gives_verdicts_not_tracebacks(root: Path, tm
     assert reasons["a.logline.json"] == "not_utf8"
     assert reasons["b.logline.json"] == "schema_violation"
     assert reasons["c.logline.json"] == "malformed_json"
-    assert report["valid"] == 4
+    assert report["valid"] == 5
 
     usage = subprocess.run([*command, str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "does not exist" in usage.stderr and "Traceback" not in usage.stderr
@@ -146,7 +147,7 @@ def test_people_see_only_invalid_files_above_the_limit_unless_all(
     result = invoke("verify-logline", str(root / "loglines"), env=wide)
     assert result.exit_code == 1
     assert files[1].name in result.stdout and files[0].name not in result.stdout
-    assert "3 valid not listed" in result.stdout
+    assert "4 valid not listed" in result.stdout
     everything = invoke("verify-logline", "--all", str(root / "loglines"), env=wide)
     assert all(f.name in everything.stdout for f in files)
 

@@ -1,4 +1,5 @@
-"""Fixtures for the inference-core tests: the real clips and models in ``<repo>/../shared/testdata``."""
+"""Fixtures for the inference-core tests: the shipped clips, the bundled model and sample, and (for the
+``*_shared.py`` extras) the full clips and models in ``<repo>/../shared/testdata``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-TESTDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata"
-VIDEOS = TESTDATA / "videos"
-MODELS = TESTDATA / "models"
+from tests.conftest import MODELS, SAMPLE, VIDEOS
+
 SSD_MODEL = "person-ssdlite-mobilenetv2.onnx"
 SSD_SHA256 = "2d6c317190960c2ab14fed0ad9790cd1da9888efd8335d5c8e5185cf1a54f779"
 YOLO_MODEL = "yolov8s-person-fall.onnx"
@@ -32,6 +32,25 @@ def videos_dir() -> Path:
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     return _require(MODELS)
+
+
+@pytest.fixture(scope="session")
+def walkway_frames() -> dict[int, NDArray[np.uint8]]:
+    """Frames 0, 50 and 99 of the bundled sample (vtest.avi frames 100, 150 and 199, 768x576)."""
+    import cv2
+
+    wanted = {0, 50, 99}
+    frames: dict[int, NDArray[np.uint8]] = {}
+    cap = cv2.VideoCapture(str(SAMPLE))
+    try:
+        for index in range(max(wanted) + 1):
+            ok, image = cap.read()
+            assert ok, f"{SAMPLE.name} ended at frame {index}"
+            if index in wanted:
+                frames[index] = image
+    finally:
+        cap.release()
+    return frames
 
 
 @pytest.fixture(scope="session")

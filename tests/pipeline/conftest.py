@@ -1,5 +1,6 @@
-"""Fixtures for the pipeline tests: a bootstrapped storage root with a real config file, the real clips,
-short clips cut from them, and checks every test runs over the outputs (schemas, temp files, LogLines)."""
+"""Fixtures for the pipeline tests: a bootstrapped storage root with a real config file, the short real
+clips the repository ships (the full clips for the extras), and checks every test runs over the outputs
+(schemas, temp files, LogLines)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import SAMPLE, TESTDATA, VIDEOS
 from vvctl.core.keystore import load_verification_keys
 from vvctl.core.layout import StorageLayout
 from vvctl.core.schemas import validate
@@ -27,9 +29,6 @@ from vvctl.core.verify import verify_paths
 from vvctl.ops.bootstrap import bootstrap
 from vvctl.pipeline.orchestrate import OrchestrateReport, orchestrate
 
-REPO = Path(__file__).resolve().parents[2]
-VIDEOS = REPO.parent / "shared" / "testdata" / "videos"
-SAMPLE = REPO / "src" / "vvctl" / "data" / "samples" / "people-walkway.mp4"
 SCHEMAS = {
     ".analytic.json": "analytic.schema.json",
     ".summary.json": "summary.schema.json",
@@ -129,32 +128,38 @@ def videos() -> Path:
 
 
 @pytest.fixture(scope="session")
-def clips(tmp_path_factory: pytest.TempPathFactory, videos: Path) -> dict[str, Path]:
-    """Short real clips (first seconds of the test videos, re-encoded) for tests where length does not
-    matter, plus the bundled 10 s sample."""
+def clips() -> dict[str, Path]:
+    """Short real clips shipped in tests/data (people: MS-MPEG4 v3 AVI, cars: MPEG-4 in MP4, each about
+    5 s) and the bundled 10 s sample, for tests where length does not matter."""
+    return {"walkway": SAMPLE, "people": TESTDATA / "people.avi", "cars": TESTDATA / "cars.mp4"}
+
+
+@pytest.fixture(scope="session")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 90 s clip (the shipped people clip played 20 times, 900 frames) that keeps a run busy for
+    seconds at a short sampling interval."""
     import cv2
 
-    out = tmp_path_factory.mktemp("clips")
-    made: dict[str, Path] = {"walkway": SAMPLE}
-    for name, source, seconds in (("people", "vtest.avi", 6.0), ("cars", "car-detection.mp4", 6.0)):
-        cap = cv2.VideoCapture(str(videos / source))
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-        target = out / f"{name}.avi"
-        writer = None
-        try:
-            for _ in range(round(fps * seconds)):
-                ok, frame = cap.read()
-                assert ok
-                if writer is None:
-                    height, width = frame.shape[:2]
-                    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    target = tmp_path_factory.mktemp("long") / "long.avi"
+    cap = cv2.VideoCapture(str(TESTDATA / "people.avi"))
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"MP43"), 10.0, (width, height))
+    try:
+        for _ in range(20):
+            for frame in frames:
                 writer.write(frame)
-        finally:
-            cap.release()
-            if writer is not None:
-                writer.release()
-        made[name] = target
-    return made
+    finally:
+        writer.release()
+    return target
 
 
 def sha256(path: Path) -> str:

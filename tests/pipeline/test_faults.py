@@ -13,6 +13,7 @@ from typing import IO
 import numpy as np
 import pytest
 
+from tests.conftest import TESTDATA
 from tests.pipeline.conftest import Box, check_outputs, every_video_once, load, sha256
 from vvctl.core import atomic
 from vvctl.core.errors import StorageError
@@ -26,14 +27,14 @@ def _zero_byte(tmp: Path, videos: Path) -> Path:
 
 
 def _truncated(tmp: Path, videos: Path) -> Path:
-    data = (videos / "car-detection.mp4").read_bytes()
+    data = (videos / "cars.mp4").read_bytes()
     path = tmp / "truncated.mp4"
     path.write_bytes(data[: len(data) * 2 // 5])  # cut off at 40%: the index is gone with the tail
     return path
 
 
 def _truncated_avi(tmp: Path, videos: Path) -> Path:
-    data = (videos / "vtest.avi").read_bytes()
+    data = (videos / "people.avi").read_bytes()
     path = tmp / "truncated.avi"
     path.write_bytes(data[: len(data) * 2 // 5])
     return path
@@ -52,7 +53,7 @@ def _text(tmp: Path, videos: Path) -> Path:
 
 
 def _mid_stream_corrupt(tmp: Path, videos: Path) -> Path:
-    data = bytearray((videos / "car-detection.mp4").read_bytes())
+    data = bytearray((videos / "cars.mp4").read_bytes())
     middle, block = len(data) // 2, len(data) // 4
     data[middle : middle + block] = np.random.default_rng(11).bytes(block)  # the header is intact
     path = tmp / "corrupt-middle.mp4"
@@ -74,8 +75,8 @@ def _unknown_codec(tmp: Path, videos: Path) -> Path:
     import cv2
 
     source = tmp / "mjpeg.avi"
-    cap = cv2.VideoCapture(str(videos / "vtest.avi"))
-    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (768, 576))
+    cap = cv2.VideoCapture(str(videos / "people.avi"))
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
     for _ in range(20):
         ok, frame = cap.read()
         assert ok
@@ -105,22 +106,21 @@ FAULTS: list[tuple[Callable[[Path, Path], Path], set[str]]] = [
 @pytest.mark.parametrize(("make", "reasons"), FAULTS, ids=[f.__name__.strip("_") for f, _ in FAULTS])
 def test_bad_file_is_quarantined_with_its_reason_and_the_run_goes_on(
     box: Box,
-    videos: Path,
     clips: dict[str, Path],
     tmp_path: Path,
     make: Callable[[Path, Path], Path],
     reasons: set[str],
 ) -> None:
-    bad = box.drop(make(tmp_path, videos))
+    bad = box.drop(make(tmp_path, TESTDATA))
     original = bad.read_bytes()
     bad_sha = sha256(bad)
-    box.drop(clips["cars"], "zz-good.avi")  # listed after the bad file (same mtime: by name)
+    box.drop(clips["cars"], "zz-good.mp4")  # listed after the bad file (same mtime: by name)
 
     report = box.run()
 
     outcomes = {v.name: v for v in report.videos}
-    assert [v.name for v in report.videos] == [bad.name, "zz-good.avi"]
-    assert outcomes["zz-good.avi"].outcome is Outcome.DONE
+    assert [v.name for v in report.videos] == [bad.name, "zz-good.mp4"]
+    assert outcomes["zz-good.mp4"].outcome is Outcome.DONE
     result = outcomes[bad.name]
     assert result.outcome is Outcome.QUARANTINED and result.reason in reasons, result
     moved = box.root / "corrupted" / bad.name
@@ -131,7 +131,7 @@ def test_bad_file_is_quarantined_with_its_reason_and_the_run_goes_on(
     logline = load(result.logline)  # type: ignore[arg-type]
     assert logline["status"] == "quarantined" and logline["source"]["sha256"] == bad_sha
     assert report.job_status == "warning"
-    every_video_once(box, {bad.name, "zz-good.avi"})
+    every_video_once(box, {bad.name, "zz-good.mp4"})
     check_outputs(box)
     assert box.run().videos == []  # quarantine is final: nothing left to retry
 
@@ -212,7 +212,7 @@ def test_disk_full_stops_the_run_cleanly_and_loses_nothing(
     box: Box, clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nth: int
 ) -> None:
     (tmp_path / "empty.mp4").write_bytes(b"")
-    names = {"people.avi", "cars.avi", "empty.mp4"}
+    names = {"people.avi", "cars.mp4", "empty.mp4"}
     box.drop(clips["people"])
     box.drop(clips["cars"])
     box.drop(tmp_path / "empty.mp4")

@@ -11,37 +11,39 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TESTDATA
 from tests.pipeline.conftest import Box, check_chain, check_outputs, every_video_once, load, sha256
 from vvctl.core.hardware import has_gpu
 from vvctl.pipeline.orchestrate import Outcome
 
 
-def test_real_clips_are_summarised_truthfully(make_box: Callable[..., Box], videos: Path) -> None:
+def test_real_clips_are_summarised_truthfully(make_box: Callable[..., Box]) -> None:
+    videos = TESTDATA
     box = make_box(sample_interval_s=1.0)
-    for name in ("vtest.avi", "car-detection.mp4"):
+    for name in ("people.avi", "cars.mp4"):
         box.drop(videos / name)
     report = box.run()
 
     assert report.counts["done"] == 2 and report.job_status == "ok"
     by_name = {v.name: v for v in report.videos}
-    people = load(by_name["vtest.avi"].summary)  # type: ignore[arg-type]
+    people = load(by_name["people.avi"].summary)  # type: ignore[arg-type]
     assert people["status"] == "people_present"
-    assert people["labels"]["person"]["presence_ratio"] > 0.8  # pedestrians from about 3 s to the end of 79.5 s
+    assert people["labels"]["person"]["presence_ratio"] > 0.8  # pedestrians all through the 4.5 s
     assert people["labels"]["person"]["peak_simultaneous"] >= 3
-    assert people["source"]["sha256"] == sha256(videos / "vtest.avi")
-    cars = load(by_name["car-detection.mp4"].summary)  # type: ignore[arg-type]
+    assert people["source"]["sha256"] == sha256(videos / "people.avi")
+    cars = load(by_name["cars.mp4"].summary)  # type: ignore[arg-type]
     assert cars["status"] != "people_present"
     assert "person" not in cars["labels"]
 
-    analytic = load(by_name["vtest.avi"].analytic)  # type: ignore[arg-type]
-    assert analytic["source"]["frames_decoded"] == 795  # SOURCES.md: 795 frames decode
-    assert analytic["sampling"]["frames_sampled"] == 80  # 0 s, 1 s, ..., 79 s
+    analytic = load(by_name["people.avi"].analytic)  # type: ignore[arg-type]
+    assert analytic["source"]["frames_decoded"] == 45
+    assert analytic["sampling"]["frames_sampled"] == 5  # 0 s, 1 s, ..., 4 s
     assert analytic["model"]["provider"] == report.model.provider  # type: ignore[union-attr]
-    every_video_once(box, {"vtest.avi", "car-detection.mp4"})
-    assert (box.root / "processed" / "vtest.avi").read_bytes() == (videos / "vtest.avi").read_bytes()
+    every_video_once(box, {"people.avi", "cars.mp4"})
+    assert (box.root / "processed" / "people.avi").read_bytes() == (videos / "people.avi").read_bytes()
     ok_records = [r for r in check_chain(box.root / "loglines" / "videos") if r["status"] == "ok"]
     assert sorted(r["source"]["sha256"] for r in ok_records) == sorted(
-        sha256(videos / n) for n in ("vtest.avi", "car-detection.mp4")
+        sha256(videos / n) for n in ("people.avi", "cars.mp4")
     )
     check_outputs(box)
 
@@ -91,7 +93,7 @@ def test_a_file_still_being_written_is_left_for_the_next_run(box: Box, clips: di
     assert fresh.exists()
     os.utime(fresh, (an_hour_ago, an_hour_ago))  # the upload finished long ago
     assert [v.outcome for v in box.run().videos] == [Outcome.DONE]
-    every_video_once(box, {"people.avi", "cars.avi"})
+    every_video_once(box, {"people.avi", "cars.mp4"})
 
 
 def test_reprocess_analyses_done_videos_again_after_a_config_change(box: Box, clips: dict[str, Path]) -> None:

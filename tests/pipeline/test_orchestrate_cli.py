@@ -48,7 +48,7 @@ def test_json_report_after_the_command_name(box: Box, clips: dict[str, Path]) ->
     report = json.loads(result.stdout)
     assert report["kind"] == "orchestrate" and report["schema_version"] == 1
     assert report["mode"] == "once" and report["counts"]["done"] == 1 and report["job_status"] == "ok"
-    assert Path(report["videos"][0]["destination"]) == box.root / "processed" / "cars.avi"
+    assert Path(report["videos"][0]["destination"]) == box.root / "processed" / "cars.mp4"
 
 
 def test_interval_without_watch_is_a_usage_error(box: Box) -> None:
@@ -67,7 +67,7 @@ def test_storage_root_and_settle_flags_override_the_config(box: Box, clips: dict
     box.drop(clips["cars"])
     result = box.cli("orchestrate", "--storage-root", str(box.root), "--settle", "0")
     assert result.exit_code == 0, result.output
-    assert box.videos_in("processed") == ["cars.avi"]
+    assert box.videos_in("processed") == ["cars.mp4"]
 
 
 def test_storage_root_not_set_up_is_exit_6(box: Box, tmp_path: Path) -> None:
@@ -98,10 +98,10 @@ def test_progress_on_a_terminal_shows_frames_per_second_and_eta(box: Box, clips:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_many_times(box: Box, clips: dict[str, Path], videos: Path) -> None:
+def test_sigkill_at_random_moments_many_times(box: Box, clips: dict[str, Path], long_clip: Path) -> None:
     box.configure(sample_interval_s=0.25, max_attempts=50)
     names = set()
-    for source in (clips["people"], clips["cars"], clips["walkway"], videos / "car-detection.mp4"):
+    for source in (clips["people"], clips["cars"], clips["walkway"], long_clip):
         names.add(box.drop(source).name)
     rng = random.Random(4)
     for _ in range(12):
@@ -134,7 +134,7 @@ def test_watch_sees_a_file_that_settles_later(box: Box, clips: dict[str, Path]) 
         assert wait_for(lambda: (box.root / "state" / "orchestrate.lock").exists(), watcher)
         dropped = time.monotonic()
         box.drop(clips["cars"])
-        assert wait_for(lambda: box.videos_in("processed") == ["cars.avi"], watcher)
+        assert wait_for(lambda: box.videos_in("processed") == ["cars.mp4"], watcher)
         assert time.monotonic() - dropped >= 1.0  # not before it settled
     finally:
         watcher.send_signal(signal.SIGTERM)

@@ -97,9 +97,9 @@ def test_a_video_that_kills_every_run_is_quarantined_after_max_attempts(box: Box
     check_outputs(box)
 
 
-def test_a_second_run_exits_at_once_with_code_4(box: Box, videos: Path) -> None:
-    box.configure(sample_interval_s=0.1)  # about 800 frames of vtest.avi: the first run stays busy
-    box.drop(videos / "vtest.avi")
+def test_a_second_run_exits_at_once_with_code_4(box: Box, long_clip: Path) -> None:
+    box.configure(sample_interval_s=0.1)  # 900 frames: the first run stays busy
+    box.drop(long_clip)
     first = box.spawn("orchestrate")
     try:
         assert wait_for(lambda: lock_holder(box) == str(first.pid) and processing(box), first)
@@ -119,7 +119,7 @@ def test_a_second_run_exits_at_once_with_code_4(box: Box, videos: Path) -> None:
     assert elapsed < 10  # no waiting for the lock (process start-up included)
     # SIGTERM stopped the first run cleanly mid-video: exit 130, the video stays in input/ for the next run.
     assert first.returncode == 130, first_err
-    assert box.videos_in("input") == ["vtest.avi"]
+    assert box.videos_in("input") == ["long.avi"]
     assert box.files("analytic") == []
     check_outputs(box)
     status = json.loads(box.cli("status", "--json").stdout)
@@ -132,7 +132,7 @@ def test_watch_processes_new_videos_and_stops_cleanly_on_sigterm(box: Box, clips
     try:
         assert wait_for(lambda: lock_holder(box) == str(watcher.pid), watcher)
         box.drop(clips["cars"])
-        assert wait_for(lambda: box.videos_in("processed") == ["cars.avi"], watcher)
+        assert wait_for(lambda: box.videos_in("processed") == ["cars.mp4"], watcher)
         box.drop(clips["people"])
         assert wait_for(lambda: "people.avi" in box.videos_in("processed"), watcher)
         assert watcher.poll() is None
@@ -144,15 +144,15 @@ def test_watch_processes_new_videos_and_stops_cleanly_on_sigterm(box: Box, clips
     report = json.loads(out)
     assert report["mode"] == "watch" and report["stopped"] is True and report["interrupted"] is False
     assert report["counts"]["done"] == 2 and report["passes"] >= 2
-    every_video_once(box, {"cars.avi", "people.avi"})
+    every_video_once(box, {"cars.mp4", "people.avi"})
     check_outputs(box)
     jobs = [load(p) for p in box.files("loglines/jobs", "*.logline.json")]
     assert "watch stopped after" in jobs[-1]["this"]
 
 
-def test_watch_stops_mid_video_and_the_next_run_finishes_it(box: Box, videos: Path) -> None:
+def test_watch_stops_mid_video_and_the_next_run_finishes_it(box: Box, long_clip: Path) -> None:
     box.configure(sample_interval_s=0.1)
-    box.drop(videos / "vtest.avi")
+    box.drop(long_clip)
     watcher = box.spawn("--json", "orchestrate", "--watch")
     try:
         assert wait_for(lambda: processing(box), watcher)
@@ -163,8 +163,8 @@ def test_watch_stops_mid_video_and_the_next_run_finishes_it(box: Box, videos: Pa
     assert watcher.returncode == 0, err
     report = json.loads(out)
     assert report["interrupted"] is True and report["counts"]["interrupted"] == 1
-    assert box.videos_in("input") == ["vtest.avi"]
+    assert box.videos_in("input") == ["long.avi"]
     box.configure(sample_interval_s=5.0)
     assert box.run().counts["done"] == 1
-    every_video_once(box, {"vtest.avi"})
+    every_video_once(box, {"long.avi"})
     check_outputs(box)

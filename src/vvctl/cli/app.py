@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import traceback
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,13 +11,22 @@ from typer.core import TyperGroup
 
 from vvctl import __version__
 from vvctl.cli import bootstrap, checkpoint, config, demo, doctor, keys, orchestrate, status, verify_logline
+from vvctl.cli.options import add_global_options
 from vvctl.cli.render import JSON_SCHEMA_VERSION
-from vvctl.cli.state import CliState, get_state
+from vvctl.cli.state import get_state
 from vvctl.core.errors import ExitCode, VVError
 
 
 class VVGroup(TyperGroup):
-    """Catches library errors once for every subcommand: one line on stderr, the documented exit code."""
+    """Catches library errors once for every subcommand: one line on stderr, the documented exit code.
+
+    Built with every subcommand already in it, it also gives the root and every command below it the
+    global options (one rule: before or after the subcommand; see :mod:`vvctl.cli.options`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_global_options(self)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
@@ -74,19 +82,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    config_path: Annotated[
-        Path | None,
-        typer.Option("--config", help="Config file (default: VV_CONFIG, then the platform config dir)."),
-    ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks and debug output.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    """vvctl: analyse recorded videos once, sign every record, keep the box healthy."""
-    ctx.obj = CliState(config=config_path, json=json_output, verbose=verbose, quiet=quiet)
+    """vvctl: analyse recorded videos once, sign every record, keep the box healthy.
+
+    The options --config, --json, --verbose and --quiet go before the subcommand or after it.
+    """
+    get_state(ctx)  # the global options given here have already been recorded in it
 
 
 app.command("bootstrap")(bootstrap.command)

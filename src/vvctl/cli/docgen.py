@@ -44,6 +44,10 @@ def cli_markdown() -> str:
         "Generated from `--help` by `python -m vvctl.cli.docgen --write`; do not edit by hand.",
         "Exit codes: see [exit-codes.md](exit-codes.md).",
         "",
+        "Global options (`--config`, `--json`, `-v/--verbose`, `-q/--quiet`) are accepted by every command,",
+        "before the subcommand or after it: `vvctl --json keys list` and `vvctl keys list --json` are the same.",
+        "They are shown in each command's options below.",
+        "",
     ]
     for path in _command_paths():
         title = " ".join(["vvctl", *path])

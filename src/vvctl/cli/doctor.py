@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vvctl.cli.options import JsonOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 
@@ -46,7 +45,7 @@ def _human(console: Console, report: DoctorReport) -> None:
         console.print(f"orchestrate will run on {report.would_use}", markup=False)
 
 
-def command(ctx: typer.Context, json_output: JsonOption = False) -> None:
+def command(ctx: typer.Context) -> None:
     """Show which ONNX Runtime execution providers this installation can really start (a one-node model is
     run on each), why the others cannot (missing shared libraries by name, no GPU), the GPUs, the TensorRT
     version and precision, and where the TensorRT engine cache is. Exit 0 when the first configured provider
@@ -55,7 +54,6 @@ def command(ctx: typer.Context, json_output: JsonOption = False) -> None:
     from vvctl.ops.doctor import doctor
 
     state = get_state(ctx)
-    state.json = state.json or json_output
     report = doctor(state.settings().settings)
     emit(state, report, "doctor", _human)
     if report.exit_code:

@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from vvctl.cli.console import make_console
-from vvctl.cli.options import JsonOption, StorageRootOption
+from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 from vvctl.core.errors import ExitCode, UsageError
@@ -194,7 +194,6 @@ def command(
         bool, typer.Option("--reprocess", help="Analyse again done videos whose model or analysis settings changed.")
     ] = False,
     storage_root: StorageRootOption = None,
-    json_output: JsonOption = False,
     settle: Annotated[
         float | None,
         typer.Option("--settle", min=0.0, help="Seconds a file's size and mtime must be stable (overrides settle_s)."),
@@ -218,7 +217,6 @@ def command(
     from vvctl.pipeline.orchestrate import Mode, orchestrate
 
     state = get_state(ctx)
-    state.json = state.json or json_output
     if once and interval is not None:
         raise UsageError("--interval applies to --watch only")
     flags: dict[str, Any] = {"storage_root": str(storage_root) if storage_root else None, "settle_s": settle}

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vvctl.cli.options import JsonOption, StorageRootOption
+from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 
@@ -57,7 +57,6 @@ def _human(console: Console, report: StatusReport) -> None:
 def command(
     ctx: typer.Context,
     storage_root: StorageRootOption = None,
-    json_output: JsonOption = False,
 ) -> None:
     """Show the backlog in input/ (settling files included), done, failed, quarantined and processing
     videos, the last run of each job and the head of each LogLine chain. Exit code 0; 6 when the storage
@@ -65,6 +64,5 @@ def command(
     from vvctl.pipeline.status import collect_status
 
     state = get_state(ctx)
-    state.json = state.json or json_output
     settings = state.settings(storage_root=str(storage_root) if storage_root else None).settings
     emit(state, collect_status(settings), "status", _human)
