@@ -11,7 +11,18 @@ import typer
 from typer.core import TyperGroup
 
 from vvctl import __version__
-from vvctl.cli import bootstrap, checkpoint, config, demo, doctor, keys, orchestrate, status, verify_logline
+from vvctl.cli import (
+    bootstrap,
+    checkpoint,
+    config,
+    demo,
+    doctor,
+    export_logs,
+    keys,
+    orchestrate,
+    status,
+    verify_logline,
+)
 from vvctl.cli.render import JSON_SCHEMA_VERSION
 from vvctl.cli.state import CliState, get_state
 from vvctl.core.errors import ExitCode, VVError
@@ -98,6 +109,7 @@ app.command("doctor")(doctor.command)
 app.command("verify-logline")(verify_logline.command)
 app.add_typer(keys.app, name="keys")
 app.command("checkpoint")(checkpoint.command)
+app.command("export-logs")(export_logs.command)
 
 
 def main() -> None:
