@@ -4,7 +4,8 @@ Per file (:func:`check_file`): size limit, UTF-8, strict JSON, ``logline.schema.
 (the file must hold exactly the RFC 8785 form of its record, so no byte can change without notice), a
 known and unrevoked key of the record's algorithm, and the signature over :func:`signed_bytes`.
 
-Per log (records grouped by their ``log`` field): seq counts up from 1 without gaps, every file sits
+Per log (records grouped by their ``log`` field): seq counts up from 1 without gaps (or from the seq after
+one that a signed export manifest vouches for, when older records were exported and removed), every file sits
 under the name of its own seq, no seq appears twice, each ``prev`` is the SHA-256 of the previous file's
 bytes, and the head matches the expected head (``--expect-head`` or a signed checkpoint) when one is
 given. A record is judged on its link to the previous record only when that record is itself valid, so
