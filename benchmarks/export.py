@@ -188,7 +188,8 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         return 0
     mib = size_in / MIB
-    print(f"input: {mib:.1f} MiB in {args.loglines + 6} files (6 log files, {args.loglines} LogLines); gzip level {level}")
+    files = f"{args.loglines + 6} files (6 log files, {args.loglines} LogLines)"
+    print(f"input: {mib:.1f} MiB in {files}; gzip level {level}")
     print(f"{'':34} {'best s':>7} {'MiB/s':>7} {'archive MiB':>12}  all runs (s)")
     print("-" * 86)
     for label, runs, key in (
