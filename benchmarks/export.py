@@ -198,8 +198,7 @@ def main() -> int:
     ):
         best = min(runs)
         print(
-            f"{label:34} {best:7.2f} {mib / best:7.1f} {sizes[key] / MIB:12.2f}  "
-            + " ".join(f"{r:.2f}" for r in runs)
+            f"{label:34} {best:7.2f} {mib / best:7.1f} {sizes[key] / MIB:12.2f}  " + " ".join(f"{r:.2f}" for r in runs)
         )
     print()
     print(f"a / b  {ratio:.3f}   (goal <= 1.15: export, manifest and signature included)")
