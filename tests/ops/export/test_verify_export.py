@@ -236,3 +236,18 @@ def test_mtime_change_is_an_altered_member(exported: Any, tmp_path: Path) -> Non
     assert ("altered_member", "logs/vvctl.jsonl.1") in findings(report)
     detail = next(f.detail for f in report.findings if f.member == "logs/vvctl.jsonl.1")
     assert detail.startswith("mtime 1 ")
+
+
+def test_a_manifest_naming_another_box_is_named(exported: Any) -> None:
+    box, archive, manifest, keys = exported
+    from vvctl.core.keystore import load_keystore
+    from vvctl.core.logline import sign_document
+
+    store = load_keystore(box.settings.key_store)
+    document = json.loads(manifest.read_text())
+    assert document["box"] == store.box
+    document["box"] = "b-" + "0" * 16
+    del document["signature_details"]
+    sign_document(store, document)  # a good signature by this box's key over another box's name
+    manifest.write_text(json.dumps(document))
+    assert findings(verify_export(archive, keys)) == [("box_mismatch", None)]
