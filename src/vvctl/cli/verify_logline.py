@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -59,6 +60,11 @@ def _human(console: Console, report: VerifyReport, *, list_all: bool) -> None:
         if summary.head_hash:
             line += f"; head {summary.last_seq}:{summary.head_hash}"
         console.print(line, soft_wrap=True)  # the head must stay copyable as one LOG:SEQ:HASH line
+        if summary.anchor is not None:
+            console.print(
+                f"  starts after seq {summary.anchor.seq}, vouched for by export manifest {summary.anchor.manifest}",
+                soft_wrap=True,
+            )
         for problem in summary.problems:
             console.print(f"  [red]{problem}[/]")
         if summary.legacy:
@@ -119,6 +125,15 @@ def command(
             help="The box the LogLines must come from (default: a checkpoint's box, or the one box of the keys).",
         ),
     ] = None,
+    anchor: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--anchor",
+            metavar="MANIFEST",
+            help="Export manifest (or a directory of them) vouching for where a log starts after its older "
+            "LogLines were exported and removed. Repeatable. Default: the box's exports/ when no key option is given.",
+        ),
+    ] = None,
     list_all: Annotated[
         bool, typer.Option("--all", help=f"List every file, not only invalid ones, above {LIST_ALL_UP_TO} files.")
     ] = False,
@@ -128,17 +143,28 @@ def command(
     Exit 0 when every LogLine is valid and every chain intact, 1 when not (no LogLine found included),
     2 for bad arguments.
     """
+    from vvctl.core.export_manifest import ChainAnchors, load_anchors
     from vvctl.core.keystore import load_verification_keys
     from vvctl.core.verify import check_paths, resolve_expectations, verify_paths
 
     state = get_state(ctx)
     check_paths(paths)  # a usage error first, before any key store is looked for
     public_keys = list(public_key or [])
+    anchors: ChainAnchors | Callable[[], ChainAnchors] | None = None
+    exports: Path | None = None
     if key_store is None and not public_keys:
-        key_store = state.settings().settings.key_store
+        settings = state.settings().settings
+        key_store = settings.key_store
+        exports = settings.storage_root / "exports"
     keys = load_verification_keys(key_store, public_keys)
     expected = resolve_expectations(list(expect_head or []), list(checkpoint or []), keys, box=box)
-    report = verify_paths(paths, keys, expect_heads=expected.heads, expect_box=expected.box)
+    if anchor:
+        anchors = load_anchors(anchor, keys)
+    elif exports is not None and exports.is_dir():
+        found = exports
+        # On the box: the exports' manifests, read only if a log starts after seq 1; untrusted ones are skipped.
+        anchors = lambda: load_anchors([found], keys, strict=False)  # noqa: E731
+    report = verify_paths(paths, keys, expect_heads=expected.heads, expect_box=expected.box, anchors=anchors)
     emit(state, report, "verify-logline", lambda console, r: _human(console, r, list_all=list_all))
     if not report.ok:
         raise typer.Exit(1)

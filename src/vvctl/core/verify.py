@@ -4,7 +4,8 @@ Per file (:func:`check_file`): size limit, UTF-8, strict JSON, ``logline.schema.
 (the file must hold exactly the RFC 8785 form of its record, so no byte can change without notice), a
 known and unrevoked key of the record's algorithm, and the signature over :func:`signed_bytes`.
 
-Per log (records grouped by their ``log`` field): seq counts up from 1 without gaps, every file sits
+Per log (records grouped by their ``log`` field): seq counts up from 1 without gaps (or from the seq after
+one that a signed export manifest vouches for, when older records were exported and removed), every file sits
 under the name of its own seq, no seq appears twice, each ``prev`` is the SHA-256 of the previous file's
 bytes, and the head matches the expected head (``--expect-head`` or a signed checkpoint) when one is
 given. A record is judged on its link to the previous record only when that record is itself valid, so
@@ -40,6 +41,7 @@ from typing import Any
 
 from vvctl.core.canonical import NotCanonicalizable, canonicalize, canonicalize_plain, is_plain
 from vvctl.core.errors import InputError, IntegrityError, UsageError
+from vvctl.core.export_manifest import Anchor, ChainAnchors
 from vvctl.core.logline import CHECKPOINT_KIND, LOG_NAME, SUFFIX, ZERO_HASH, signed_bytes
 from vvctl.core.schemas import SchemaViolation, validate
 from vvctl.core.signing import KeyStatus, VerificationKeys, contract_problem
@@ -97,6 +99,8 @@ class Reason(StrEnum):
     """The file name breaks the naming rule ``<seq, 8 digits at least>.<slug>.logline.json``."""
     NO_LOGLINES = "no_loglines"
     """No LogLine file at all under the paths given (an empty or wrong folder, or every file deleted)."""
+    UNANCHORED_CUT = "unanchored_cut"
+    """The log starts after seq 1 and no export manifest vouches for the record before its first one."""
 
 
 class Verdict(StrEnum):
@@ -145,6 +149,8 @@ class LogSummary:
     """The box the log's records name (the most common one, if they disagree)."""
     legacy: int = 0
     """Records without a box id (written before box ids existed): checked as before, see docs/loglines.md."""
+    anchor: Anchor | None = None
+    """The export manifest's anchor the log starts from, when its older LogLines were exported and removed."""
 
     @property
     def intact(self) -> bool:
@@ -765,6 +771,31 @@ def _check_boxes(
     return own, legacy
 
 
+def _check_start(log: str, item: FileVerdict, anchors: ChainAnchors | None) -> Anchor | None:
+    """The first record present has a seq above 1: an export manifest must vouch for the one before it."""
+    seq = _seq(item)
+    anchor = anchors.at(log, seq - 1) if anchors is not None else None
+    if anchor is not None:
+        if item.prev is not None and item.prev != anchor.hash:
+            _fail(item, Reason.BROKEN_CHAIN, f"prev is not the hash {anchor.manifest} vouches for at seq {seq - 1}")
+        return anchor
+    lower = anchors.below(log, seq - 1) if anchors is not None else None
+    if lower is not None:
+        _fail(
+            item,
+            Reason.GAP,
+            f"LogLines missing before it: seq {_missing(lower.seq + 1, seq - 1)} "
+            f"(export manifest {lower.manifest} vouches up to seq {lower.seq})",
+        )
+    else:
+        _fail(
+            item,
+            Reason.UNANCHORED_CUT,
+            f"LogLines missing before it: seq {_missing(1, seq - 1)}, and no export manifest vouches for seq {seq - 1}",
+        )
+    return None
+
+
 def _check_chain(
     log: str,
     items: list[FileVerdict],
@@ -772,9 +803,11 @@ def _check_chain(
     run: _RunContext,
     *,
     complete: bool,
+    anchors: Callable[[], ChainAnchors | None] = lambda: None,
 ) -> LogSummary:
     """Check the chain of one log. Every item has ``log`` and ``seq`` set. ``complete``: a directory was
-    scanned, so records missing before the first one present are a gap too."""
+    scanned, so records missing before the first one present are a cut, which only an export manifest's
+    anchor (``anchors``, loaded when first needed) may vouch for."""
     _check_names(items)
     chosen: dict[int, FileVerdict] = {}
     extra: list[FileVerdict] = []
@@ -788,10 +821,13 @@ def _check_chain(
     previous: int | None = None
     before: FileVerdict | None = None
     index: _LinkIndex | None = None
+    start: Anchor | None = None
     for seq in seqs:
         item = chosen[seq]
         low = 1 if previous is None else previous + 1
-        if seq > low and (previous is not None or complete):
+        if previous is None and seq > 1 and complete:
+            start = _check_start(log, item, anchors())
+        elif seq > low and previous is not None:
             _fail(item, Reason.GAP, f"LogLines missing before it: seq {_missing(low, seq - 1)}")
         elif (
             before is not None
@@ -838,6 +874,7 @@ def _check_chain(
         problems=problems,
         box=box,
         legacy=legacy,
+        anchor=start,
     )
 
 
@@ -867,8 +904,13 @@ def verify_paths(
     expect_heads: Mapping[str, tuple[int, str]] | None = None,
     expect_box: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    anchors: ChainAnchors | Callable[[], ChainAnchors] | None = None,
 ) -> VerifyReport:
-    """Verify every LogLine under ``paths`` (files or directories, recursively) and the chain of each log."""
+    """Verify every LogLine under ``paths`` (files or directories, recursively) and the chain of each log.
+
+    ``anchors`` (or a function that loads them, called only when a log starts after seq 1): what export
+    manifests vouch for, so a log whose older LogLines were exported and removed still verifies.
+    """
     if max_bytes < 1:
         raise UsageError("the size limit must be at least one byte")
     files = collect(paths)
@@ -906,9 +948,19 @@ def verify_paths(
             raise UsageError(f"two different expected heads for log {others[0]!r}")
         expected[others[0]] = head
     run = _run_context(results, keys, expect_box)
+    loaded: list[ChainAnchors | None] = [] if callable(anchors) else [anchors]
+
+    def anchor_source() -> ChainAnchors | None:
+        if not loaded:
+            assert callable(anchors)
+            loaded.append(anchors())
+        return loaded[0]
+
     logs: dict[str, LogSummary] = {}
     for log in sorted({*chains, *expected}):
-        logs[log] = _check_chain(log, chains.get(log, []), expected.get(log), run, complete=log in complete)
+        logs[log] = _check_chain(
+            log, chains.get(log, []), expected.get(log), run, complete=log in complete, anchors=anchor_source
+        )
     problems: list[Problem] = []
     if not results:
         where = ", ".join(os.fspath(p) for p in paths)
