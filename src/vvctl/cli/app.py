@@ -10,7 +10,19 @@ import typer
 from typer.core import TyperGroup
 
 from vvctl import __version__
-from vvctl.cli import bootstrap, checkpoint, config, demo, doctor, keys, orchestrate, status, verify_logline
+from vvctl.cli import (
+    bootstrap,
+    checkpoint,
+    config,
+    demo,
+    doctor,
+    keys,
+    orchestrate,
+    retry,
+    statedb,
+    status,
+    verify_logline,
+)
 from vvctl.cli.options import add_global_options
 from vvctl.cli.render import JSON_SCHEMA_VERSION
 from vvctl.cli.state import get_state
@@ -102,6 +114,8 @@ app.command("doctor")(doctor.command)
 app.command("verify-logline")(verify_logline.command)
 app.add_typer(keys.app, name="keys")
 app.command("checkpoint")(checkpoint.command)
+app.command("retry")(retry.command)
+app.add_typer(statedb.app, name="state")
 
 
 def main() -> None:
