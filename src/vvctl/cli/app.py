@@ -19,6 +19,8 @@ from vvctl.cli import (
     export_logs,
     keys,
     orchestrate,
+    retry,
+    statedb,
     status,
     verify_logline,
 )
@@ -114,6 +116,8 @@ app.command("verify-logline")(verify_logline.command)
 app.add_typer(keys.app, name="keys")
 app.command("checkpoint")(checkpoint.command)
 app.command("export-logs")(export_logs.command)
+app.command("retry")(retry.command)
+app.add_typer(statedb.app, name="state")
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from vvctl.cli.console import make_console
 from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
-from vvctl.core.errors import ExitCode, UsageError
+from vvctl.core.errors import ExitCode, LockedError, UsageError
 
 if TYPE_CHECKING:
     from vvctl.pipeline.orchestrate import OrchestrateReport, ProgressEvent, VideoResult
@@ -208,7 +208,8 @@ def command(
 
     Exit codes: 0 every video handled (done, duplicate) or nothing to do, and a clean --watch stop;
     1 a video was quarantined or an attempt failed in a --once run (someone should look at corrupted/);
-    4 another orchestrate holds the lock (this one exits at once); 5 model checksum mismatch;
+    4 another orchestrate holds the lock (this one exits at once; silently with --quiet); 5 model checksum
+    mismatch;
     6 storage problem such as a full disk (the run stops, nothing is lost; rerun when there is space);
     7 no usable inference provider; 130 a --once run stopped by SIGTERM/SIGINT before the backlog was done.
     A GPU provider that was requested but ended on CPU on a machine that has a GPU prints a warning on
@@ -225,15 +226,21 @@ def command(
     bars = show and sys.stdout.isatty() and sys.stderr.isatty()
     stop = threading.Event()
     live = _Live(lines=show, bars=bars, console=make_console(stderr=bars), warn=_warn)
-    with _stop_on_signals(stop), live:
-        report = orchestrate(
-            settings,
-            mode=Mode.ONCE if once else Mode.WATCH,
-            interval_s=10.0 if interval is None else interval,
-            reprocess=reprocess,
-            stop=stop,
-            on_progress=live,
-        )
+    try:
+        with _stop_on_signals(stop), live:
+            report = orchestrate(
+                settings,
+                mode=Mode.ONCE if once else Mode.WATCH,
+                interval_s=10.0 if interval is None else interval,
+                reprocess=reprocess,
+                stop=stop,
+                on_progress=live,
+            )
+    except LockedError:
+        if state.quiet and not state.json:
+            # An overlapping cron run is normal operation, not news: exit 4 without a word.
+            raise typer.Exit(int(ExitCode.LOCKED)) from None
+        raise
     emit(state, report, "orchestrate", _human)
     code = exit_code(report)
     if code is not ExitCode.OK:

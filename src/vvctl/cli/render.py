@@ -15,6 +15,7 @@ from rich.console import Console
 
 from vvctl.cli.console import make_console
 from vvctl.cli.state import CliState
+from vvctl.core.names import display
 from vvctl.core.timeutil import rfc3339
 
 JSON_SCHEMA_VERSION = 1
@@ -41,7 +42,7 @@ def to_jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {name: to_jsonable(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, Path):
-        return str(value)
+        return display(str(value))  # a name that is not UTF-8 as \xNN text (vvctl.core.names)
     if isinstance(value, datetime):
         return rfc3339(value)
     if isinstance(value, Mapping):

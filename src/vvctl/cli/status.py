@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import typer
@@ -52,6 +53,8 @@ def _human(console: Console, report: StatusReport) -> None:
     for head in report.chain_heads:
         heads.add_row(head.log, str(head.seq), head.hash, head.updated_at)
     console.print(heads if report.chain_heads else "LogLine chain heads: no LogLine yet")
+    if report.disk is not None and report.disk.message is not None:
+        console.print(f"disk: FULL: {report.disk.message}", markup=False)
 
 
 def command(
@@ -59,10 +62,14 @@ def command(
     storage_root: StorageRootOption = None,
 ) -> None:
     """Show the backlog in input/ (settling files included), done, failed, quarantined and processing
-    videos, the last run of each job and the head of each LogLine chain. Exit code 0; 6 when the storage
-    root is not set up."""
+    videos, the last run of each job and the head of each LogLine chain. Reads the state database
+    read-only. A full disk is reported (and warned about on stderr). Exit code 0; 6 when the storage root
+    is not set up or the state database is missing or unreadable."""
     from vvctl.pipeline.status import collect_status
 
     state = get_state(ctx)
     settings = state.settings(storage_root=str(storage_root) if storage_root else None).settings
-    emit(state, collect_status(settings), "status", _human)
+    report = collect_status(settings)
+    if report.disk is not None and report.disk.message is not None:
+        print(f"vvctl: WARNING: {report.disk.message}", file=sys.stderr, flush=True)
+    emit(state, report, "status", _human)

@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from vvctl.core.errors import StorageError
+from vvctl.core.errors import DiskFullError, StorageError
+from vvctl.core.names import display, fit
 
 TEMP_PREFIX = ".vvtmp-"
+TEMP_NAME_ROOM = 200
+"""Bytes of the target's name kept in a temp file's name (prefix, pid and random part fill the rest)."""
 
 
 def fsync_dir(directory: Path) -> None:
@@ -34,10 +37,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, DiskFullError) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
 def _storage_error(path: Path, exc: OSError) -> StorageError:
-    if exc.errno == errno.ENOSPC:
-        return StorageError(f"disk full while writing {path}")
-    return StorageError(f"cannot write {path}: {exc.strerror or exc}")
+    if is_disk_full(exc):
+        return DiskFullError(f"disk full while writing {display(str(path))}")
+    return StorageError(f"cannot write {display(str(path))}: {exc.strerror or exc}")
 
 
 @contextlib.contextmanager
@@ -48,7 +55,9 @@ def atomic_open(path: Path, mode: int = 0o644) -> Iterator[IO[bytes]]:
     """
     path = Path(path)
     directory = path.parent
-    tmp = directory / f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{os.urandom(4).hex()}"
+    # The temp name must fit NAME_MAX too: only a bounded, readable part of the target's name goes in it.
+    readable = fit(display(path.name), limit=TEMP_NAME_ROOM)
+    tmp = directory / f"{TEMP_PREFIX}{readable}.{os.getpid()}.{os.urandom(4).hex()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except OSError as exc:
@@ -92,7 +101,7 @@ def atomic_copy(source: Path, target: Path, mode: int = 0o644) -> None:
         with source.open("rb") as src, atomic_open(target, mode) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
     except OSError as exc:
-        raise StorageError(f"cannot read {source}: {exc.strerror or exc}") from exc
+        raise StorageError(f"cannot read {display(str(source))}: {exc.strerror or exc}") from exc
 
 
 def durable_move(source: Path, target: Path) -> None:

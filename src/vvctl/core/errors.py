@@ -69,6 +69,12 @@ class StorageError(VVError):
     exit_code = ExitCode.STORAGE
 
 
+class DiskFullError(StorageError):
+    """The file system is full (ENOSPC, EDQUOT, SQLITE_FULL): the environment failed, not the data.
+
+    Never counted against a video: the run stops (exit 6) and the next one, with space, goes on."""
+
+
 class DependencyError(VVError):
     exit_code = ExitCode.DEPENDENCY
 

@@ -33,8 +33,9 @@ def exclusive_lock(path: Path, *, what: str, wait: bool = False) -> Iterator[Non
                     f"another {what} is already running{holder}; this one exits without doing anything"
                 ) from exc
             raise StorageError(f"cannot lock {path}: {exc.strerror or exc}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # the pid is a hint for the message; a full disk must not stop us
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
             yield
         finally:

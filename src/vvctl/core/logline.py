@@ -41,7 +41,7 @@ from vvctl.core.layout import StorageLayout
 from vvctl.core.locks import exclusive_lock
 from vvctl.core.schemas import validate
 from vvctl.core.settings import Settings
-from vvctl.core.state import connect, transaction
+from vvctl.core.state import connect, state_missing_problem, transaction
 from vvctl.core.timeutil import Clock, rfc3339, utcnow
 
 SCHEMA = "logline.schema.json"
@@ -280,11 +280,18 @@ class LogLineWriter:
         """The current head of ``log`` (None for an empty log), checked against the files."""
         directory = log_directory(self.layout, log)
         with exclusive_lock(self._lock_path(log), what=f"LogLine writer for log {log!r}", wait=True):
-            conn = connect(self.layout.state_db)
+            conn = self._connect()
             try:
                 return self._reconcile(conn, log, directory)
             finally:
                 conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # A lost state database is said plainly (with its recovery), not taken for a tampered chain.
+        problem = state_missing_problem(self.layout.state_db, self.layout.loglines)
+        if problem is not None:
+            raise StorageError(problem)
+        return connect(self.layout.state_db)
 
     def _lock_path(self, log: str) -> Path:
         return self.layout.state / f"logline-{log}.lock"
@@ -328,7 +335,7 @@ class LogLineWriter:
             # Read under the log's lock: a key rotation records its event in this log under the same lock
             # after changing the store, so no record signed by the retired key can land after that event.
             store = load_keystore(self.key_store)
-            conn = connect(self.layout.state_db)
+            conn = self._connect()
             try:
                 head = self._reconcile(conn, log, directory)
                 seq = head.seq + 1 if head else 1

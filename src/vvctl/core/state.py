@@ -2,12 +2,21 @@
 
 Every connection enables WAL and a busy timeout, so cron jobs and a watcher can share it. Schema
 changes go through :data:`MIGRATIONS`, applied in order and recorded in ``PRAGMA user_version``.
+
+A nearly full disk: WAL keeps its index in a shared-memory file (``-shm``) that SQLite extends and then
+maps; where the file system cannot allocate it, a reader or writer dies of SIGBUS or gets a bare
+"disk I/O error". So the free space is checked before a connection is opened: below
+:data:`MIN_FREE_BYTES` a writer refuses with :class:`~vvctl.core.errors.DiskFullError` (exit 6) and a
+reader opens in ``EXCLUSIVE`` locking mode, where SQLite keeps the index in private memory and never
+touches ``-shm``. Every SQLite error leaves this module as a :class:`~vvctl.core.errors.StorageError`
+(``DiskFullError`` for ``SQLITE_FULL``), never as a raw ``sqlite3`` exception.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +25,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from vvctl.core.errors import StorageError
+from vvctl.core.errors import DiskFullError, StorageError
 from vvctl.core.timeutil import Clock, rfc3339, utcnow
+
+MIN_FREE_BYTES = 256 * 1024
+"""Below this much free space the state database is not opened for writing (nor its ``-shm`` mapped)."""
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -61,22 +73,70 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating and migrating if needed) the state database at ``path``."""
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the file system holding ``path`` (a directory)."""
     try:
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        info = os.statvfs(path)
+    except OSError as exc:
+        raise StorageError(f"cannot check the free space of {path}: {exc.strerror or exc}") from exc
+    return info.f_bavail * info.f_frsize
+
+
+def disk_full_message(directory: Path, free: int) -> str:
+    return (
+        f"disk full: only {free // 1024} KiB free on the file system holding {directory}; "
+        "free some space, then run again (nothing was changed)"
+    )
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open (creating and migrating if needed) the state database at ``path``.
+
+    ``readonly``: never create, migrate or write (``vvctl status``); on a nearly full disk the index is
+    kept in private memory so that reading still works.
+    """
+    free = free_bytes(path.parent)
+    low = free < MIN_FREE_BYTES
+    if low and not readonly:
+        raise DiskFullError(disk_full_message(path.parent, free))
+    if readonly and not path.exists():
+        raise StorageError(f"state database {path} does not exist")
+    # mode=rw even for readers on a full disk: a mode=ro connection cannot fall back from -shm.
+    mode = "ro" if readonly and not low else "rw" if readonly else "rwc"
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, timeout=30.0, isolation_level=None)
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open state database {path}: {exc}") from exc
     try:
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        _migrate(conn)
+        if readonly and low:
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")  # before the first read: no -shm at all
+        if readonly:
+            conn.execute("PRAGMA query_only=ON")
+            _check_version(conn, path)
+        else:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            _migrate(conn)
     except sqlite3.Error as exc:
         conn.close()
+        if is_disk_full(exc) or ("disk I/O error" in str(exc) and free_bytes(path.parent) < MIN_FREE_BYTES):
+            raise DiskFullError(disk_full_message(path.parent, free_bytes(path.parent))) from exc
         raise StorageError(f"state database {path} is unusable: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def _check_version(conn: sqlite3.Connection, path: Path) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version < len(MIGRATIONS):
+        raise StorageError(
+            f"state database {path} has schema version {version}, older than this vvctl's "
+            f"{len(MIGRATIONS)}; run 'vvctl orchestrate' once to upgrade it"
+        )
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -99,14 +159,55 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``: takes the write lock up front so concurrent writers queue."""
-    conn.execute("BEGIN IMMEDIATE")
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: takes the write lock up front so concurrent writers queue.
+
+    A SQLite error (disk full at ``COMMIT`` included) leaves as :class:`StorageError`.
+    """
+    path = _db_path(conn)
     try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # SQLite may already have rolled back (SQLITE_FULL does)
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise storage_error(exc, f"writing the state database {path}") from exc
+
+
+def _db_path(conn: sqlite3.Connection) -> Path:
+    try:
+        row = conn.execute("PRAGMA database_list").fetchone()
+        return Path(row[2]) if row and row[2] else Path("state database")
+    except sqlite3.Error:
+        return Path("state database")
+
+
+def state_missing_problem(db_path: Path, loglines: Path) -> str | None:
+    """Why the state database cannot simply be created anew, or None: a lost database with LogLines left.
+
+    Creating a fresh one would make every LogLine chain look tampered with (its head unknown) and every
+    video look new; ``vvctl state rebuild`` rebuilds it from the LogLines and the files instead.
+    """
+    if db_path.exists():
+        return None
+    try:
+        found = next(loglines.glob("*/*.logline.json"), None)
+    except OSError:
+        found = None
+    if found is None:
+        return None
+    return (
+        f"the state database {db_path} is missing (deleted or lost) but {loglines} holds LogLines; "
+        "run 'vvctl state rebuild' to rebuild it from the LogLines and the files (see docs/orchestrate.md)"
+    )
 
 
 @contextlib.contextmanager
@@ -127,6 +228,8 @@ def is_disk_full(exc: BaseException) -> bool:
     """True for ENOSPC/EDQUOT and SQLite's ``SQLITE_FULL``, wherever in the chain of causes it sits."""
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, DiskFullError):
+            return True
         if isinstance(seen, OSError) and seen.errno in _DISK_FULL_ERRNOS:
             return True
         if isinstance(seen, sqlite3.Error) and (
@@ -140,7 +243,7 @@ def is_disk_full(exc: BaseException) -> bool:
 def storage_error(exc: OSError | sqlite3.Error, what: str) -> StorageError:
     """The one-line :class:`StorageError` (exit 6) for an OS or SQLite failure while doing ``what``."""
     if is_disk_full(exc):
-        return StorageError(f"disk full while {what}: free some space (see 'vvctl cleanup') and run again")
+        return DiskFullError(f"disk full while {what}: free some space (see 'vvctl cleanup') and run again")
     if isinstance(exc, OSError):
         return StorageError(f"{what}: {exc.strerror or exc}")
     return StorageError(f"{what}: {exc}")
@@ -209,10 +312,10 @@ class StateStore:
     :class:`StorageError` here, so callers deal with one error type.
     """
 
-    def __init__(self, db_path: Path, *, clock: Clock = utcnow) -> None:
+    def __init__(self, db_path: Path, *, clock: Clock = utcnow, readonly: bool = False) -> None:
         self.db_path = db_path
         self._clock = clock
-        self._conn = connect(db_path)
+        self._conn = connect(db_path, readonly=readonly)
 
     def __enter__(self) -> Self:
         return self

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vvctl.core.errors import InputError
+from vvctl.core.names import display, is_text
 
 VIDEO_ERROR_REASONS: Final = frozenset(
     {
@@ -48,6 +49,11 @@ The reported frame count is not trusted to the frame: containers routinely over-
 frame count and the time axis must fall short, so a variable-frame-rate stream that decodes fewer
 frames than its nominal rate implies, but reaches its end, is complete.
 """
+
+UNDECODABLE_CODECS: Final = frozenset({"av01"})
+"""Codec tags (lowercase FourCC) the demuxer accepts but the bundled FFmpeg cannot decode in software: its
+native AV1 decoder only drives hardware decoders, so every frame fails. Such a file is ``unsupported_codec``,
+not ``no_frames`` (nothing is wrong with the file)."""
 
 MAX_SANE_FPS: Final = 1000.0
 """Above this the "frame rate" is almost always a time base misread as a rate (90000, 1e6)."""
@@ -123,6 +129,13 @@ def probe(path: Path) -> VideoInfo:
     OpenCV build cannot decode, has no decodable frame, or is cut off before its index.
     """
     size, head, structure_complete = _read_head(path)
+    container = _container_name(head)
+    if container is None and not _elementary_stream(head):
+        # FFmpeg's probing "opens" nearly anything: a PNG (image2 demuxer), or about 1 in 100 random files
+        # as a one-frame H.263 stream. A video must show it is one: a container or stream signature.
+        raise VideoError(
+            "not_a_video", f"{_shown(path)}: not a video file: no video container or stream signature ({size} bytes)"
+        )
     cap = _open_capture(path)
     try:
         if not cap.isOpened():
@@ -132,22 +145,27 @@ def probe(path: Path) -> VideoInfo:
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         reported = max(0, _int_prop(cap, cv2.CAP_PROP_FRAME_COUNT))
         codec = _fourcc_text(cap.get(cv2.CAP_PROP_FOURCC))
-        container = _container_name(head)
         if width <= 0 or height <= 0:
             # FFmpeg's format probing will "open" arbitrary bytes as some raw elementary stream; a
             # stream without a picture size is that, or a container whose video header is damaged.
             if container is None:
-                raise VideoError("not_a_video", f"{path.name}: not a video (no picture size found)")
-            raise VideoError("corrupt_stream", f"{path.name}: {container} video stream has no picture size")
+                raise VideoError("not_a_video", f"{_shown(path)}: not a video (no picture size found)")
+            raise VideoError("corrupt_stream", f"{_shown(path)}: {container} video stream has no picture size")
         if not (math.isfinite(fps) and 0 < fps <= MAX_SANE_FPS):
-            raise VideoError("corrupt_stream", f"{path.name}: unusable frame rate {fps!r}")
+            raise VideoError("corrupt_stream", f"{_shown(path)}: unusable frame rate {fps!r}")
         if not cap.grab():
-            raise VideoError("no_frames", f"{path.name}: {codec or 'video'} stream opens but no frame decodes")
+            if codec.lower() in UNDECODABLE_CODECS:
+                raise VideoError(
+                    "unsupported_codec",
+                    f"{_shown(path)}: {container or 'the'} file holds {codec} video, which this OpenCV/FFmpeg build "
+                    "cannot decode (its AV1 decoder needs hardware support)",
+                )
+            raise VideoError("no_frames", f"{_shown(path)}: {codec or 'video'} stream opens but no frame decodes")
         ok, image = cap.retrieve()
         if not ok or image is None:
-            raise VideoError("corrupt_stream", f"{path.name}: the first frame cannot be decoded")
+            raise VideoError("corrupt_stream", f"{_shown(path)}: the first frame cannot be decoded")
     except cv2.error as exc:
-        raise VideoError("corrupt_stream", f"{path.name}: decoder error: {_first_line(exc)}") from exc
+        raise VideoError("corrupt_stream", f"{_shown(path)}: decoder error: {_first_line(exc)}") from exc
     finally:
         cap.release()
     return VideoInfo(
@@ -159,7 +177,7 @@ def probe(path: Path) -> VideoInfo:
         reported_frames=reported,
         duration_s=reported / fps if reported > 0 else None,
         size=size,
-        container=_container_name(head),
+        container=container,
         structure_complete=structure_complete,
     )
 
@@ -228,7 +246,8 @@ class FrameSampler:
     def __iter__(self) -> Iterator[SampledFrame]:
         if self._thread is not None:
             raise RuntimeError("a FrameSampler can be iterated only once")
-        self._thread = threading.Thread(target=self._produce, name=f"vvctl-frame-sampler:{self.path.name}", daemon=True)
+        name = f"vvctl-frame-sampler:{_shown(self.path)}"
+        self._thread = threading.Thread(target=self._produce, name=name, daemon=True)
         self._thread.start()
         return self._consume()
 
@@ -264,7 +283,7 @@ class FrameSampler:
                         # The producer always sends _End from a finally; this only guards against a
                         # thread killed from outside, so the consumer can never hang.
                         raise VideoError(
-                            "corrupt_stream", f"{self.path.name}: the decoder stopped without finishing"
+                            "corrupt_stream", f"{_shown(self.path)}: the decoder stopped without finishing"
                         ) from None
                     continue
                 if isinstance(item, _End):
@@ -285,7 +304,7 @@ class FrameSampler:
             return error
         return VideoError(
             "corrupt_stream",
-            f"{self.path.name}: decoding failed after {self.frames_read} frames: {_first_line(error)}",
+            f"{_shown(self.path)}: decoding failed after {self.frames_read} frames: {_first_line(error)}",
         )
 
     def _produce(self) -> None:
@@ -305,7 +324,7 @@ class FrameSampler:
         time_s = 0.0
         try:
             if not cap.isOpened():
-                raise VideoError("unreadable", f"{self.path.name}: cannot be reopened for decoding")
+                raise VideoError("unreadable", f"{_shown(self.path)}: cannot be reopened for decoding")
             use_pts = True
             base_time, base_index = 0.0, 0
             next_sample = 0
@@ -325,7 +344,7 @@ class FrameSampler:
                 if time_s + _TIME_EPSILON_S >= next_sample * self.interval_s:
                     ok, image = cap.retrieve()
                     if not ok or image is None:
-                        raise VideoError("corrupt_stream", f"{self.path.name}: frame {index} cannot be decoded")
+                        raise VideoError("corrupt_stream", f"{_shown(self.path)}: frame {index} cannot be decoded")
                     if not self._put(SampledFrame(index=index, time_s=time_s, image=image)):
                         return
                     self.frames_sampled += 1
@@ -341,7 +360,7 @@ class FrameSampler:
         self._check_complete(index)
 
     def _check_complete(self, frames_read: int) -> None:
-        name = self.path.name
+        name = _shown(self.path)
         if frames_read == 0:
             raise VideoError("no_frames", f"{name}: no frame decodes")
         info = self.info
@@ -403,7 +422,7 @@ def _read_head(path: Path) -> tuple[int, bytes, bool | None]:
                 if layout == "no_index":
                     raise VideoError(
                         "truncated",
-                        f"{path.name}: MP4/MOV file has no index (moov box): the recording was cut off "
+                        f"{_shown(path)}: MP4/MOV file has no index (moov box): the recording was cut off "
                         "or is still being written",
                     )
                 complete = _layout_complete(layout)
@@ -412,21 +431,36 @@ def _read_head(path: Path) -> tuple[int, bytes, bool | None]:
             if complete is False:
                 raise VideoError(
                     "truncated",
-                    f"{path.name}: {container} file is cut off: its structure declares more data than the "
+                    f"{_shown(path)}: {container} file is cut off: its structure declares more data than the "
                     f"{size} bytes present",
                 )
     except IsADirectoryError as exc:
-        raise VideoError("unreadable", f"{path.name}: is a directory, not a file") from exc
+        raise VideoError("unreadable", f"{_shown(path)}: is a directory, not a file") from exc
     except OSError as exc:
-        raise VideoError("unreadable", f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise VideoError("unreadable", f"{display(str(path))}: cannot read: {exc.strerror or exc}") from exc
     if size == 0:
-        raise VideoError("empty_file", f"{path.name}: empty file (0 bytes)")
+        raise VideoError("empty_file", f"{_shown(path)}: empty file (0 bytes)")
     return size, head, complete
+
+
+def _shown(path: Path) -> str:
+    return display(path.name)
+
+
+def _elementary_stream(head: bytes) -> bool:
+    """A raw video stream without a container: a start code at the very first byte.
+
+    H.264/H.265 Annex B and MPEG-1/2/4 video begin with ``00 00 01`` (or ``00 00 00 01``), H.263 with its
+    22-bit picture start code. Random bytes begin so by chance about once in 4 million files, not in 100.
+    """
+    return head.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")) or (
+        len(head) >= 3 and head[0] == 0 and head[1] == 0 and (head[2] & 0xFC) == 0x80
+    )
 
 
 def _container_name(head: bytes) -> str | None:
     """Name the container from its magic bytes, or None when nothing is recognised."""
-    if len(head) >= 8 and head[4:8] in {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"}:
+    if len(head) >= 8 and head[4:8] in {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"}:
         return "MP4/MOV"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "AVI"
@@ -434,6 +468,16 @@ def _container_name(head: bytes) -> str | None:
         return "Matroska/WebM"
     if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
         return "MPEG-TS"
+    if len(head) > 196 and head[4] == 0x47 and head[196] == 0x47:
+        return "MPEG-TS"  # M2TS / BDAV: 192-byte packets with a 4-byte time code
+    if head[:4] == b"DKIF":
+        return "IVF"
+    if head[:9] == b"YUV4MPEG2":
+        return "Y4M"
+    if head[:4] == b"OggS":
+        return "Ogg"
+    if head[:4] == b".RMF":
+        return "RealMedia"
     if head[:4] == b"\x00\x00\x01\xba":
         return "MPEG-PS"
     if head[:3] == b"FLV":
@@ -511,10 +555,10 @@ def _riff_layout(fh: BinaryIO, size: int) -> str:
 def _open_failure(path: Path, size: int, head: bytes) -> VideoError:
     container = _container_name(head)
     if container is None:
-        return VideoError("not_a_video", f"{path.name}: not a video file this build can read ({size} bytes)")
+        return VideoError("not_a_video", f"{_shown(path)}: not a video file this build can read ({size} bytes)")
     return VideoError(
         "unsupported_codec",
-        f"{path.name}: {container} file, but no decodable video stream (codec unsupported by this "
+        f"{_shown(path)}: {container} file, but no decodable video stream (codec unsupported by this "
         "OpenCV/FFmpeg build, no video track, or a damaged header)",
     )
 
@@ -546,7 +590,18 @@ def _open_capture(path: Path) -> Any:
     # Ask for FFmpeg explicitly: CAP_ANY would also try the image-sequence backend, which reads
     # "%d"-style names as patterns.
     api = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) else cv2.CAP_ANY
-    return cv2.VideoCapture(str(path), api)
+    if is_text(str(path)):
+        return cv2.VideoCapture(str(path), api)
+    # OpenCV takes a file name as UTF-8 text: a name that is not UTF-8 cannot be given to it (and crashes
+    # its conversion). FFmpeg opens the file through our descriptor instead, by its /proc name.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return cv2.VideoCapture()  # not opened: reported like any file FFmpeg cannot open
+    try:
+        return cv2.VideoCapture(f"/proc/self/fd/{fd}", api)
+    finally:
+        os.close(fd)
 
 
 def _int_prop(cap: Any, prop: int) -> int:

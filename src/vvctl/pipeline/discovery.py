@@ -11,6 +11,10 @@ from pathlib import Path
 
 from vvctl.core.atomic import TEMP_PREFIX
 from vvctl.core.errors import StorageError
+from vvctl.core.names import fit
+
+FUTURE_TOLERANCE_S = 2.0
+"""An mtime later than this past the wall clock is not trusted (a camera or uploader with a wrong clock)."""
 
 
 @dataclass(frozen=True)
@@ -18,10 +22,23 @@ class Candidate:
     path: Path
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
+    """Last inode change, set by the kernel's clock (a copy, a rename, a write): used when mtime lies."""
 
     @property
     def signature(self) -> tuple[int, int]:
         return (self.size, self.mtime_ns)
+
+    def age_s(self, now_wall: float) -> float:
+        """Seconds since the file last changed: by its mtime, or by its ctime when the mtime is in the future.
+
+        A file whose mtime lies ahead of the clock (copied with its times from a box with a wrong clock)
+        would otherwise never look settled to a ``--once`` run; its ctime is the kernel's own clock.
+        """
+        mtime = self.mtime_ns / 1e9
+        if mtime > now_wall + FUTURE_TOLERANCE_S and self.ctime_ns:
+            return now_wall - self.ctime_ns / 1e9
+        return now_wall - mtime
 
 
 def list_videos(directory: Path, extensions: Iterable[str]) -> list[Candidate]:
@@ -46,7 +63,7 @@ def list_videos(directory: Path, extensions: Iterable[str]) -> list[Candidate]:
         except FileNotFoundError:
             continue
         if stat.S_ISREG(info.st_mode):
-            found.append(Candidate(Path(entry.path), info.st_size, info.st_mtime_ns))
+            found.append(Candidate(Path(entry.path), info.st_size, info.st_mtime_ns, info.st_ctime_ns))
     found.sort(key=lambda c: (c.mtime_ns, c.path.name))
     return found
 
@@ -56,7 +73,8 @@ class SettleTracker:
 
     Two signals, either is enough: the mtime is at least ``settle_s`` old (a cron run sees the file once),
     or this process saw the same size and mtime for ``settle_s`` of its own monotonic time (a watcher is
-    not fooled by an mtime in the future after a clock step or a copy that preserved times).
+    not fooled by an mtime in the future after a clock step or a copy that preserved times). An mtime in
+    the future is replaced by the ctime (:meth:`Candidate.age_s`), so a ``--once`` run takes such a file too.
     """
 
     def __init__(self, settle_s: float) -> None:
@@ -74,22 +92,29 @@ class SettleTracker:
             first_seen = mono
         else:
             first_seen = previous[1]
-        age = wall - candidate.mtime_ns / 1e9
-        return age >= self.settle_s or mono - first_seen >= self.settle_s
+        return candidate.age_s(wall) >= self.settle_s or mono - first_seen >= self.settle_s
 
     def forget(self, path: Path) -> None:
         self._seen.pop(path, None)
 
 
-def free_destination(directory: Path, name: str, sha256: str) -> Path:
-    """``directory/name`` if free, else ``stem.<sha8>.ext``, else ``stem.<sha8>.<n>.ext``: never overwrite."""
-    target = directory / name
+def free_destination(directory: Path, name: str, sha256: str | None, *, reserve: int = 0) -> Path:
+    """``directory/name`` if free, else ``stem.<sha8>.ext``, else ``stem.<sha8>.<n>.ext``: never overwrite.
+
+    Every candidate fits in ``NAME_MAX`` bytes with ``reserve`` bytes to spare (for a suffix such as
+    ``.error.json`` added beside it): a long name is cut, with a hash of it (:func:`vvctl.core.names.fit`).
+    """
+    limit = 255 - reserve
+    stem, suffix = Path(name).stem, Path(name).suffix
+    if len(suffix.encode("utf-8", "surrogateescape")) > 16:  # not an extension, just a dot in a long name
+        stem, suffix = name, ""
+    tag = (sha256 or "unread")[:8]
+    target = directory / fit(stem, suffix, limit=limit)
     if not target.exists():
         return target
-    stem, suffix = Path(name).stem, Path(name).suffix
-    target = directory / f"{stem}.{sha256[:8]}{suffix}"
+    target = directory / fit(stem, f".{tag}{suffix}", limit=limit)
     number = 2
     while target.exists():
-        target = directory / f"{stem}.{sha256[:8]}.{number}{suffix}"
+        target = directory / fit(stem, f".{tag}.{number}{suffix}", limit=limit)
         number += 1
     return target

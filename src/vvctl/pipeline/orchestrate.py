@@ -16,9 +16,14 @@ Crash safety comes from the order of the steps, not from cleanup code:
 * a run killed earlier leaves the row ``processing`` and the video in ``input/``: the next run
   analyses it again.
 
-The window between appending the LogLine and recording it in the state database is a few
-microseconds; a kill exactly there yields a second LogLine for the same video on the rerun, never a
-missing one.
+A kill (or a full disk) between appending the ``ok`` LogLine and recording it in the state database
+leaves a signed record the database does not know of: the next run finds it (newest records first,
+back to the start of that attempt) and adopts it instead of analysing again, so a video has exactly
+one ``ok`` record.
+
+A full disk is never the video's fault: the run holds a reserve of disk space
+(:class:`~vvctl.core.reserve.SpaceReserve`) and frees it when a write fails with ENOSPC, so that giving
+the attempt back, the job's LogLine and its row still fit; then it stops with exit 6.
 """
 
 from __future__ import annotations
@@ -45,14 +50,25 @@ from vvctl.core.jsonlog import configure_file_logging
 from vvctl.core.keystore import load_keystore
 from vvctl.core.layout import StorageLayout, check_storage_root
 from vvctl.core.locks import exclusive_lock
-from vvctl.core.logline import LogLineDraft, LogLineWriter, WrittenLogLine
+from vvctl.core.logline import LogLineDraft, LogLineWriter, WrittenLogLine, log_directory, scan_log_files
+from vvctl.core.names import display, fit
 from vvctl.core.providers import GpuOptions
+from vvctl.core.reserve import SpaceReserve
 from vvctl.core.schemas import validate
 from vvctl.core.settings import Settings
-from vvctl.core.timeutil import Clock, utcnow
+from vvctl.core.state import is_disk_full, state_missing_problem
+from vvctl.core.timeutil import Clock, parse_rfc3339, utcnow
 from vvctl.core.video import VideoError, VideoInfo, probe
 from vvctl.pipeline.discovery import Candidate, SettleTracker, free_destination, list_videos
-from vvctl.pipeline.quarantine import REASONS, write_error_record
+from vvctl.pipeline.quarantine import (
+    REASONS,
+    error_path_for,
+    original_name,
+    read_record,
+    records,
+    video_path_for,
+    write_error_record,
+)
 from vvctl.pipeline.scan import (
     GPU_PROVIDERS,
     ScanParams,
@@ -70,9 +86,12 @@ log = logging.getLogger("vvctl.orchestrate")
 
 JOB = "orchestrate"
 WHO = "vvctl orchestrate"
+DID_ANALYSED = "analysed a video"
 ANALYTIC_SCHEMA = "analytic.schema.json"
 SUMMARY_SCHEMA = "summary.schema.json"
 REQUIRED_DIRS = ("input", "processed", "corrupted", "analytic", "summaries", "loglines", "state")
+TRANSIENT_REASONS = frozenset({"timeout", "crashed", "unreadable"})
+"""Quarantine reasons that say nothing about the content: a copy of such a video is analysed again."""
 
 
 class Mode(StrEnum):
@@ -88,7 +107,10 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     """Same content as a video handled before: moved out of ``input/`` without a second analysis."""
     RECOVERED = "recovered"
-    """A killed run had finished this video but not moved it: only the move was done."""
+    """A killed (or disk-full) run had analysed and recorded this video: only the state and the move were left."""
+    REQUEUED = "requeued"
+    """A quarantined video given another chance: moved back to ``input/`` by hand, a copy of one set aside
+    for a transient reason, or one that was still growing in ``corrupted/`` (given back to ``input/``)."""
     INTERRUPTED = "interrupted"
     """Stopped on request mid-video: the video stays in ``input/`` and its attempt is not counted."""
 
@@ -281,9 +303,15 @@ def analysis_config_hash(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def output_tag(video: Path, sha256: str) -> str:
-    """``<stem>.<sha8>``: the name shared by a video's analytic, summary and LogLine files."""
-    return f"{video.stem}.{sha256[:8]}"
+OUTPUT_SUFFIX_ROOM = len(".analytic.json")
+
+
+def output_tag(video: Path, sha256: str | None) -> str:
+    """``<stem>.<sha8>``: the name shared by a video's analytic, summary and LogLine files.
+
+    Always valid text that fits with its suffix in NAME_MAX bytes, whatever the video's name
+    (:func:`vvctl.core.names.fit`, :func:`vvctl.core.names.display`)."""
+    return fit(display(video.stem), f".{(sha256 or 'unread')[:8]}", limit=255 - OUTPUT_SUFFIX_ROOM)
 
 
 def check_layout(settings: Settings) -> StorageLayout:
@@ -297,7 +325,11 @@ def check_layout(settings: Settings) -> StorageLayout:
 
 
 def _sha256_or_none(path: Path) -> str | None:
-    """Content hash, or None when the file vanished since it was listed (moved away by someone else)."""
+    """Content hash, or None when the file vanished since it was listed (moved away by someone else).
+
+    A file that cannot be read (permissions, an I/O error) is that file's failure, not the run's:
+    :class:`VideoError` ``unreadable``, so it is quarantined and the run goes on.
+    """
     digest = hashlib.sha256()
     try:
         with path.open("rb") as fh:
@@ -306,8 +338,40 @@ def _sha256_or_none(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise VideoError("unreadable", f"{display(path.name)}: cannot read: {exc.strerror or exc}") from exc
     return digest.hexdigest()
+
+
+def find_recorded_ok(loglines: Path, sha256: str, since: str) -> tuple[Path, dict[str, Any]] | None:
+    """The newest ``ok`` "analysed a video" LogLine for ``sha256`` written at or after ``since``, or None.
+
+    Reads the ``videos`` log from its head backwards and stops at the first record older than ``since``
+    (the start of the attempt that may have written it), so it costs a few file reads.
+    """
+    start = parse_rfc3339(since)
+    files = scan_log_files(loglines)
+    for seq in sorted(files, reverse=True):
+        for path in files[seq]:
+            try:
+                record = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(record, dict):
+                continue
+            try:
+                if parse_rfc3339(str(record.get("when"))) < start:
+                    return None
+            except ValueError:
+                continue
+            source = record.get("source")
+            if (
+                record.get("status") == "ok"
+                and record.get("did") == DID_ANALYSED
+                and isinstance(source, dict)
+                and source.get("id") == sha256
+            ):
+                return path, record
+    return None
 
 
 class _StopRun(Exception):
@@ -329,8 +393,10 @@ class _Run:
         on_progress: ProgressCallback | None,
         clock: Clock,
         intra_op_threads: int | None,
+        reserve: SpaceReserve,
     ) -> None:
         self.settings = settings
+        self.reserve = reserve
         self.layout = layout
         self.db = db
         self.writer = writer
@@ -386,27 +452,115 @@ class _Run:
         return self.writer.append("videos", draft, slug=tag)
 
     @staticmethod
-    def _source(sha256: str, path: Path) -> dict[str, str]:
-        return {"type": "video", "id": sha256, "path": str(path), "sha256": sha256}
+    def _source(sha256: str | None, path: Path) -> dict[str, str]:
+        if sha256 is None:  # content never read: the record names the file instead
+            return {"type": "video", "id": f"unread:{display(path.name)}"[:1024], "path": display(str(path))}
+        return {"type": "video", "id": sha256, "path": display(str(path)), "sha256": sha256}
+
+    def disk_full(self, exc: BaseException) -> None:
+        """A write failed: if the disk is full, free the reserve so the bookkeeping that follows fits."""
+        if is_disk_full(exc):
+            self.reserve.release()
 
     # -- passes ------------------------------------------------------------------------------------
 
     def recover_orphans(self) -> None:
         """Rows a killed run left ``processing`` whose file is no longer where the row says."""
-        for row in self.db.with_status(VideoStatus.PROCESSING):
+        quarantined: dict[str, Path] | None = None
+        for row in self.db.with_status(VideoStatus.PROCESSING, VideoStatus.PENDING, VideoStatus.FAILED):
+            if row.status is not VideoStatus.PROCESSING and (row.path.is_file() or row.started_at is None):
+                continue
             if row.path.is_file():
                 if row.path.parent == self.layout.input:
                     continue  # discovery finds it by content and retries it
                 # A --reprocess of an archived video died: the video stays done, due for reprocessing.
                 self.db.mark_stale(row.sha256, note="a reprocess was interrupted; run --reprocess again")
                 continue
+            if quarantined is None:
+                quarantined = self._quarantined_by_sha()
+            moved = quarantined.get(row.sha256)
+            if moved is not None:
+                # Killed after moving it to corrupted/ (its record and LogLine are written): finish the row.
+                record = read_record(error_path_for(moved)) or {}
+                self.db.finish_quarantined(
+                    row.sha256,
+                    destination=moved,
+                    reason=str(record.get("reason", "crashed")),
+                    error=str(record.get("message", "quarantined")),
+                    logline_path=None,
+                )
+                continue
+            if row.status is not VideoStatus.PROCESSING:
+                continue
             self.db.mark_lost(
-                row.sha256, note=f"{row.name} disappeared from {row.path.parent} while it was being processed"
+                row.sha256,
+                note=f"{display(row.name)} disappeared from {row.path.parent} while it was being processed",
+            )
+
+    def _quarantined_by_sha(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for error_path in records(self.layout.corrupted):
+            record = read_record(error_path)
+            video = video_path_for(error_path)
+            if record is not None and video.is_file():
+                sha = record.get("video", {}).get("sha256")
+                if isinstance(sha, str):
+                    found[sha] = video
+        return found
+
+    def give_back_growing(self) -> None:
+        """Quarantined files that changed after they were set aside (a stalled upload that went on, into
+        ``corrupted/``) go back to ``input/``: their content was never final, so the verdict is void."""
+        for error_path in records(self.layout.corrupted):
+            video = video_path_for(error_path)
+            try:
+                grown = video.stat().st_mtime_ns > error_path.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            if not grown:
+                continue
+            record = read_record(error_path)
+            if record is None or record.get("video", {}).get("size") == video.stat().st_size:
+                continue
+            old_sha = record["video"].get("sha256")
+            name = original_name(record, video)
+            target = free_destination(self.layout.input, name, None)
+            written = self._append(
+                LogLineDraft(
+                    who=WHO,
+                    did="gave back a quarantined video that was still being written",
+                    this=(
+                        f"{display(video.name)} grew from {record['video'].get('size')} to {video.stat().st_size} "
+                        f"bytes after it was quarantined ({record.get('reason')}); back in input/ as "
+                        f"{display(target.name)}"
+                    ),
+                    status="warning",
+                    source=self._source(old_sha if isinstance(old_sha, str) else None, target),
+                ),
+                output_tag(target, old_sha if isinstance(old_sha, str) else None),
+            )
+            durable_move(video, target)
+            error_path.unlink(missing_ok=True)
+            if isinstance(old_sha, str):
+                row = self.db.get(old_sha)
+                if row is not None and row.status is VideoStatus.QUARANTINED:
+                    self.db.forget(old_sha)  # that content no longer exists anywhere
+            self._record(
+                VideoResult(
+                    display(target.name),
+                    old_sha if isinstance(old_sha, str) else "",
+                    Outcome.REQUEUED,
+                    target,
+                    reason=str(record.get("reason")),
+                    message="it was still being written; given back to input/",
+                    logline=written.path,
+                )
             )
 
     def run_pass(self, *, first: bool) -> None:
         if first:
             self.recover_orphans()
+        self.give_back_growing()
         candidates = list_videos(self.layout.input, self.settings.video_extensions)
         now = self.clock().timestamp()
         ready = [c for c in candidates if self.settle.settled(c, now_wall=now)]
@@ -432,19 +586,37 @@ class _Run:
 
     def _handle_input(self, candidate: Candidate, position: int, total: int) -> None:
         path = candidate.path
-        sha = _sha256_or_none(path)
+        try:
+            sha = _sha256_or_none(path)
+        except VideoError as exc:
+            # Cannot even be read: set aside with what is known (no content hash), never blocking the rest.
+            self._quarantine(path, None, candidate.size, reason=exc.reason, message=exc.message, attempts=0)
+            return
         if sha is None:
             return
         row = self.db.get(sha)
         if row is None:
             row = self.db.add(sha, path.name, path, candidate.size)
-        if row.status in (VideoStatus.DONE, VideoStatus.QUARANTINED):
+        if row.status is VideoStatus.DONE:
             if row.path != path and not row.path.exists():
                 # Killed after the state update, before the move: the records exist, only the move is left.
                 durable_move(path, row.path)
-                self._record(VideoResult(row.name, sha, Outcome.RECOVERED, destination=row.path, attempts=row.attempts))
+                self._record(
+                    VideoResult(display(row.name), sha, Outcome.RECOVERED, destination=row.path, attempts=row.attempts)
+                )
                 return
             self._duplicate(path, sha, candidate.size, row)
+            return
+        if row.status is VideoStatus.QUARANTINED:
+            if row.path.exists() and row.reason not in TRANSIENT_REASONS:
+                self._duplicate(path, sha, candidate.size, row)  # the same bad content: same verdict
+                return
+            # Moved back from corrupted/ by hand, or a copy of a video set aside for a cause that was not
+            # its content (a timeout, a crash): an operator's retry.
+            how = "moved back to input/" if not row.path.exists() else "a copy arrived in input/"
+            self._requeue(path, sha, row, how=how)
+            row = self.db.require(sha)
+        if row.started_at is not None and row.status is not VideoStatus.DONE and self._adopt_recorded(path, sha, row):
             return
         if row.attempts >= self.settings.max_attempts and row.status in (VideoStatus.PROCESSING, VideoStatus.FAILED):
             # PROCESSING: the process died in each attempt. FAILED: each attempt ended in an error that is
@@ -459,6 +631,72 @@ class _Run:
             return
         self._analyse(path, sha, candidate.size, position=position, total=total, in_place=False)
 
+    def _requeue(self, path: Path, sha: str, row: VideoRow, *, how: str) -> None:
+        """Record (LogLine first) that a quarantined video gets a new chance, then reset its row."""
+        written = self._append(
+            LogLineDraft(
+                who=WHO,
+                did="re-queued a quarantined video",
+                this=(
+                    f"{display(path.name)}: {how}; it was quarantined as {display(row.name)} ({row.reason}): "
+                    "analysed again with its attempts reset"
+                ),
+                status="ok",
+                source=self._source(sha, path),
+            ),
+            output_tag(path, sha),
+        )
+        if not row.path.exists():
+            error_path_for(row.path).unlink(missing_ok=True)  # its record went with the video's quarantine
+        self.db.requeue(sha, path, note=f"re-queued: {how}")
+        self._record(
+            VideoResult(display(path.name), sha, Outcome.REQUEUED, reason=row.reason, message=how, logline=written.path)
+        )
+
+    def _adopt_recorded(self, path: Path, sha: str, row: VideoRow) -> bool:
+        """An earlier attempt analysed this video and signed its ``ok`` LogLine but was killed (or hit a full
+        disk) before the state database knew: finish that attempt instead of analysing and signing again."""
+        assert row.started_at is not None
+        found = find_recorded_ok(log_directory(self.layout, "videos"), sha, row.started_at)
+        if found is None:
+            return False
+        logline_path, record = found
+        tag = output_tag(path, sha)
+        analytic_path = self.layout.analytic / f"{tag}.analytic.json"
+        summary_path = self.layout.summaries / f"{tag}.summary.json"
+        try:
+            analytic = json.loads(analytic_path.read_bytes())
+            summary = json.loads(summary_path.read_bytes())
+        except (OSError, ValueError):
+            return False  # the outputs it vouches for are gone: analyse again
+        destination = free_destination(self.layout.processed, path.name, sha)
+        self.db.finish_done(
+            sha,
+            destination=destination,
+            analytic_path=analytic_path,
+            summary_path=summary_path,
+            logline_path=logline_path,
+            duration_s=float(analytic["timings"]["wall_s"]),
+        )
+        durable_move(path, destination)
+        self._record(
+            VideoResult(
+                display(path.name),
+                sha,
+                Outcome.RECOVERED,
+                destination,
+                status=str(summary.get("status")),
+                text=str(summary.get("text")),
+                attempts=row.attempts,
+                message=f"analysed and recorded by an earlier run ({logline_path.name}); finished, not redone",
+                analytic=analytic_path,
+                summary=summary_path,
+                logline=logline_path,
+            )
+        )
+        del record
+        return True
+
     # -- outcomes ----------------------------------------------------------------------------------
 
     def _duplicate(self, path: Path, sha: str, size: int, row: VideoRow) -> None:
@@ -470,8 +708,8 @@ class _Run:
                     who=WHO,
                     did="skipped a duplicate video",
                     this=(
-                        f"{path.name} has the same content as {row.name} (sha256 {sha[:12]}), analysed before; "
-                        "archived without a second analysis"
+                        f"{display(path.name)} has the same content as {display(row.name)} (sha256 {sha[:12]}), "
+                        "analysed before; archived without a second analysis"
                     ),
                     status="skipped",
                     source=self._source(sha, destination),
@@ -479,16 +717,16 @@ class _Run:
                 tag,
             )
             durable_move(path, destination)
-            self._record(VideoResult(path.name, sha, Outcome.DUPLICATE, destination, logline=written.path))
+            self._record(VideoResult(display(path.name), sha, Outcome.DUPLICATE, destination, logline=written.path))
             return
         reason = row.reason if row.reason in REASONS else "unreadable"
-        message = f"same content as {row.name}, quarantined before: {row.error or reason}"
+        message = f"same content as {display(row.name)}, quarantined before: {row.error or reason}"
         self._quarantine(path, sha, size, reason=reason, message=message, attempts=0, duplicate_of=row.name)
 
     def _quarantine(
         self,
         path: Path,
-        sha: str,
+        sha: str | None,
         size: int,
         *,
         reason: str,
@@ -496,6 +734,8 @@ class _Run:
         attempts: int,
         duplicate_of: str | None = None,
     ) -> VideoResult:
+        """Record, sign, move, then update the row: a kill before the move leaves the video in ``input/``
+        (analysed again), after it the next run finds its record in ``corrupted/`` and finishes the row."""
         record = write_error_record(
             self.layout.corrupted,
             path,
@@ -511,22 +751,22 @@ class _Run:
             LogLineDraft(
                 who=WHO,
                 did="quarantined a video",
-                this=f"{path.name}: {reason}: {message}",
+                this=f"{display(path.name)}: {reason}: {message}",
                 status="quarantined",
                 source=self._source(sha, record.destination),
-                if_not=f"see {record.error_path.name} in corrupted/",
+                if_not=f"see {display(record.error_path.name)} in corrupted/",
             ),
             output_tag(path, sha),
         )
-        if duplicate_of is None:
+        durable_move(path, record.destination)
+        if duplicate_of is None and sha is not None:
             self.db.finish_quarantined(
                 sha, destination=record.destination, reason=reason, error=message, logline_path=written.path
             )
-        durable_move(path, record.destination)
         return self._record(
             VideoResult(
-                path.name,
-                sha,
+                display(path.name),
+                sha or "",
                 Outcome.QUARANTINED,
                 record.destination,
                 reason=reason,
@@ -545,7 +785,7 @@ class _Run:
         try:
             try:
                 info = probe(path)
-                self._emit(VideoStarted(path.name, position, total, self._expected(info), info.duration_s))
+                self._emit(VideoStarted(display(path.name), position, total, self._expected(info), info.duration_s))
                 scan = scan_video(
                     path,
                     sha256=sha,
@@ -567,10 +807,12 @@ class _Run:
         except ScanStopped:
             self.db.undo_attempt(sha, note="stopped on request before it finished")
             self.interrupted = True
-            self._record(VideoResult(path.name, sha, Outcome.INTERRUPTED, attempts=row.attempts - 1))
+            self._record(VideoResult(display(path.name), sha, Outcome.INTERRUPTED, attempts=row.attempts - 1))
             raise _StopRun from None
         except (VVError, KeyboardInterrupt) as exc:
-            # Disk full, key store, model runtime, Ctrl-C: the environment failed, not the video.
+            # Disk full, key store, model runtime, Ctrl-C: the environment failed, not the video. With the
+            # disk full, the reserve is freed first so that giving the attempt back fits.
+            self.disk_full(exc)
             if not committed:
                 self.db.undo_attempt(sha, note=f"run stopped: {exc}")
             raise
@@ -600,7 +842,7 @@ class _Run:
             LogLineDraft(
                 who=WHO,
                 did="gave up an analysis attempt",
-                this=f"{path.name}: {message}",
+                this=f"{display(path.name)}: {message}",
                 status="failed",
                 source=self._source(sha, path),
                 if_not="retried by the next run; quarantined after max_attempts",
@@ -609,7 +851,7 @@ class _Run:
         )
         self._record(
             VideoResult(
-                path.name,
+                display(path.name),
                 sha,
                 Outcome.FAILED,
                 reason="timeout",
@@ -633,7 +875,7 @@ class _Run:
         written = self._append(
             LogLineDraft(
                 who=WHO,
-                did="analysed a video",
+                did=DID_ANALYSED,
                 this=str(summary["text"]),
                 status="ok",
                 source=self._source(sha, destination),
@@ -654,7 +896,7 @@ class _Run:
             durable_move(path, destination)
         self._record(
             VideoResult(
-                path.name,
+                display(path.name),
                 sha,
                 Outcome.DONE,
                 destination,
@@ -740,8 +982,13 @@ def orchestrate(
     )
     started_at = clock()
     with exclusive_lock(layout.lock(JOB), what="vvctl orchestrate"):
+        problem = state_missing_problem(layout.state_db, layout.loglines)
+        if problem is not None:
+            raise StorageError(problem)
         for directory in _output_dirs(layout):
             remove_stale_temps(directory)
+        reserve = SpaceReserve(layout.state)
+        reserve.acquire()  # or exit 6 now, before anything is touched
         writer = LogLineWriter(settings, clock=clock)
         # Fail before any analysis when the results could not be signed (missing or unsafe key store):
         # an hour of inference would otherwise be thrown away at the first LogLine.
@@ -759,6 +1006,7 @@ def orchestrate(
                 on_progress=on_progress,
                 clock=clock,
                 intra_op_threads=intra_op_threads,
+                reserve=reserve,
             )
             job_loglines: list[Path] = []
             passes = 0
@@ -790,6 +1038,7 @@ def orchestrate(
                 job_loglines.append(run.append_job_logline(run_id, status, summary).path)
             except VVError as exc:
                 # Every video is handled; only the job's own record failed (disk full): say so in the DB.
+                run.disk_full(exc)
                 db.finish_job(run_id, JobStatus.FAILED, f"{summary}; the job LogLine was not written: {exc.message}")
                 raise
             db.finish_job(run_id, status, summary)
@@ -808,6 +1057,7 @@ def _output_dirs(layout: StorageLayout) -> list[Path]:
 
 def _close_failed_run(run: _Run, db: VideoStateStore, run_id: int, exc: BaseException) -> None:
     """Best effort: record why the run stopped, in the job log and the state DB, then let ``exc`` go on."""
+    run.disk_full(exc)
     interrupted = isinstance(exc, KeyboardInterrupt)
     status = JobStatus.INTERRUPTED if interrupted else JobStatus.FAILED
     reason = "interrupted" if interrupted else (exc.message if isinstance(exc, VVError) else type(exc).__name__)

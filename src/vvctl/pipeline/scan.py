@@ -28,6 +28,7 @@ from typing import Any
 
 from vvctl.core.detectors import Detection, Detector, EngineStatus
 from vvctl.core.errors import ExitCode, InterruptedRun, VVError
+from vvctl.core.names import display
 from vvctl.core.timeutil import Clock, rfc3339, utcnow
 from vvctl.core.video import FrameSampler, SampledFrame, VideoInfo, probe
 
@@ -134,9 +135,10 @@ class _Watchdog:
         if self.fired is None:
             self.fired = self._due()
         if self.fired == "timeout":
-            raise ScanTimeout(f"{self._sampler.path.name}: analysis ran past the per-video limit (max_video_seconds)")
+            name = display(self._sampler.path.name)
+            raise ScanTimeout(f"{name}: analysis ran past the per-video limit (max_video_seconds)")
         if self.fired == "stop":
-            raise ScanStopped(f"{self._sampler.path.name}: stopped on request; the video stays in input/")
+            raise ScanStopped(f"{display(self._sampler.path.name)}: stopped on request; the video stays in input/")
 
     def _due(self) -> str | None:
         if self._should_stop is not None and self._should_stop():
@@ -204,7 +206,7 @@ def scan_video(
             samples.append({"frame": frame.index, "t": round(frame.time_s, 4)})
             detections.extend(_detection_record(frame, d) for d in found)
         if on_progress is not None:
-            on_progress(ScanProgress(path.name, len(samples), batch[-1].time_s, time.monotonic() - started))
+            on_progress(ScanProgress(display(path.name), len(samples), batch[-1].time_s, time.monotonic() - started))
 
     pool = ThreadPoolExecutor(params.workers, thread_name_prefix="vvctl-infer") if params.workers > 1 else None
     pending: deque[tuple[list[SampledFrame], Future[tuple[list[list[Detection]], float]]]] = deque()
@@ -255,8 +257,8 @@ def scan_video(
         "kind": "vvctl.analytic",
         "created_at": rfc3339(finished_at),
         "source": {
-            "name": path.name,
-            "path": str(path),
+            "name": display(path.name),
+            "path": display(str(path)),
             "sha256": sha256,
             "size": info.size,
             "codec": info.codec,

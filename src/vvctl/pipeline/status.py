@@ -1,8 +1,9 @@
 """``vvctl status``: what is waiting, what was done, what went wrong, and when each job last ran.
 
-Read-only apart from opening the state database (which applies pending migrations). The backlog is
-counted from the files really in ``input/``, the rest from the state database, so a video dropped in
-a second ago shows up at once, as ``settling``.
+Read-only: the state database is opened read-only (on a nearly full disk without its shared-memory
+index, see :mod:`vvctl.core.state`), and the report says when the disk is full. The backlog is counted
+from the files really in ``input/``, the rest from the state database, so a video dropped in a second
+ago shows up at once, as ``settling``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from pathlib import Path
 
 from vvctl.core.errors import StorageError
 from vvctl.core.layout import StorageLayout, check_storage_root
+from vvctl.core.names import display
+from vvctl.core.reserve import SpaceReserve
 from vvctl.core.settings import Settings
+from vvctl.core.state import MIN_FREE_BYTES, free_bytes, state_missing_problem
 from vvctl.pipeline.discovery import list_videos
 from vvctl.pipeline.videostate import ChainHeadRow, JobRun, VideoRow, VideoStateStore, VideoStatus
 
@@ -29,6 +33,23 @@ class Backlog:
     """Files still being written (or written less than ``settle_s`` ago)."""
     oldest_age_s: float | None
     """Age of the oldest file in ``input/`` by its mtime; None when ``input/`` is empty."""
+
+
+@dataclass(frozen=True)
+class Disk:
+    free_bytes: int
+    """Free space on the file system holding ``state/``."""
+    full: bool
+    """Too little space for orchestrate to run (it would stop at once with exit 6)."""
+
+    @property
+    def message(self) -> str | None:
+        if not self.full:
+            return None
+        return (
+            f"the disk is full ({self.free_bytes // 1024} KiB free): orchestrate cannot run until some space "
+            "is freed; nothing is lost"
+        )
 
 
 @dataclass(frozen=True)
@@ -59,11 +80,12 @@ class StatusReport:
     quarantined: list[VideoIssue] = field(default_factory=list)
     last_runs: list[JobRun] = field(default_factory=list)
     chain_heads: list[ChainHeadRow] = field(default_factory=list)
+    disk: Disk | None = None
 
 
 def _issue(row: VideoRow) -> VideoIssue:
     return VideoIssue(
-        name=row.name,
+        name=display(row.name),
         sha256=row.sha256,
         status=row.status.value,
         attempts=row.attempts,
@@ -100,14 +122,25 @@ def collect_status(settings: Settings, *, now: float | None = None) -> StatusRep
             )
     if not os.access(layout.state, os.R_OK | os.X_OK):
         raise StorageError(f"cannot read {layout.state}: permission denied")
+    problem = state_missing_problem(layout.state_db, layout.loglines)
+    if problem is not None:
+        raise StorageError(problem)
     backlog = _backlog(layout, settings, time.time() if now is None else now)
-    with VideoStateStore(layout.state_db) as db:
-        counts = db.counts()
-        processing = [_issue(r) for r in db.with_status(VideoStatus.PROCESSING)]
-        failed = [_issue(r) for r in db.with_status(VideoStatus.FAILED)]
-        quarantined = [_issue(r) for r in db.with_status(VideoStatus.QUARANTINED)]
-        last_runs = db.last_runs()
-        heads = db.chain_heads()
+    free = free_bytes(layout.state)
+    counts = {status: 0 for status in VideoStatus}
+    processing: list[VideoIssue] = []
+    failed: list[VideoIssue] = []
+    quarantined: list[VideoIssue] = []
+    last_runs: list[JobRun] = []
+    heads: list[ChainHeadRow] = []
+    if layout.state_db.exists():  # else nothing ever ran: all empty
+        with VideoStateStore(layout.state_db, readonly=True) as db:
+            counts = db.counts()
+            processing = [_issue(r) for r in db.with_status(VideoStatus.PROCESSING)]
+            failed = [_issue(r) for r in db.with_status(VideoStatus.FAILED)]
+            quarantined = [_issue(r) for r in db.with_status(VideoStatus.QUARANTINED)]
+            last_runs = db.last_runs()
+            heads = db.chain_heads()
     return StatusReport(
         storage_root=layout.root,
         backlog=backlog,
@@ -119,4 +152,6 @@ def collect_status(settings: Settings, *, now: float | None = None) -> StatusRep
         quarantined=quarantined,
         last_runs=last_runs,
         chain_heads=heads,
+        # Full: orchestrate would stop at once (it needs its reserve and room to open the database).
+        disk=Disk(free_bytes=free, full=free < MIN_FREE_BYTES + SpaceReserve(layout.state).missing_bytes()),
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vvctl.core.errors import StorageError
+from vvctl.core.names import from_db, to_db
 from vvctl.core.state import ChainHeadRow, JobRun, JobStatus, StateStore
 
 
@@ -47,14 +48,19 @@ class VideoRow:
 
 
 def _path(value: Any) -> Path | None:
-    return None if value is None else Path(str(value))
+    return None if value is None else Path(from_db(value))
+
+
+def _db_path(path: Path) -> str | bytes:
+    """A path for the ``videos`` table: text, or its exact bytes when it is not UTF-8 (see core.names)."""
+    return to_db(str(path))
 
 
 def _video(row: sqlite3.Row) -> VideoRow:
     return VideoRow(
         sha256=row["sha256"],
-        name=row["name"],
-        path=Path(row["path"]),
+        name=from_db(row["name"]),
+        path=Path(from_db(row["path"])),
         size=int(row["size"]),
         status=VideoStatus(row["status"]),
         attempts=int(row["attempts"]),
@@ -91,7 +97,7 @@ class VideoStateStore(StateStore):
         self._write(
             "INSERT OR IGNORE INTO videos (sha256, name, path, size, status, attempts, first_seen)"
             " VALUES (?, ?, ?, ?, 'pending', 0, ?)",
-            (sha256, name, str(path), size, self._now()),
+            (sha256, to_db(name), _db_path(path), size, self._now()),
         )
         return self.require(sha256)
 
@@ -101,7 +107,7 @@ class VideoStateStore(StateStore):
             "UPDATE videos SET status = 'processing', attempts = attempts + 1, path = ?, name = ?,"
             " config_hash = ?, model_sha256 = ?, logline_path = NULL, error = NULL, reason = NULL,"
             " started_at = ?, finished_at = NULL, duration_s = NULL WHERE sha256 = ?",
-            (str(path), path.name, config_hash, model_sha256, self._now(), sha256),
+            (_db_path(path), to_db(path.name), config_hash, model_sha256, self._now(), sha256),
         )
         return self.require(sha256)
 
@@ -136,7 +142,7 @@ class VideoStateStore(StateStore):
             "UPDATE videos SET status = 'done', path = ?, analytic_path = ?, summary_path = ?, logline_path = ?,"
             " error = NULL, reason = NULL, finished_at = ?, duration_s = ? WHERE sha256 = ?",
             (
-                str(destination),
+                _db_path(destination),
                 str(analytic_path),
                 str(summary_path),
                 str(logline_path),
@@ -152,8 +158,27 @@ class VideoStateStore(StateStore):
         self._write(
             "UPDATE videos SET status = 'quarantined', path = ?, reason = ?, error = ?, logline_path = ?,"
             " finished_at = ? WHERE sha256 = ?",
-            (str(destination), reason, error, None if logline_path is None else str(logline_path), self._now(), sha256),
+            (
+                _db_path(destination),
+                reason,
+                error,
+                None if logline_path is None else str(logline_path),
+                self._now(),
+                sha256,
+            ),
         )
+
+    def requeue(self, sha256: str, path: Path, *, note: str) -> None:
+        """An operator's retry: back to ``pending`` at ``path`` with no attempt counted and no reason."""
+        self._write(
+            "UPDATE videos SET status = 'pending', attempts = 0, path = ?, name = ?, reason = NULL, error = ?,"
+            " logline_path = NULL, finished_at = ? WHERE sha256 = ?",
+            (_db_path(path), to_db(path.name), note, self._now(), sha256),
+        )
+
+    def forget(self, sha256: str) -> None:
+        """Drop a row whose content no longer exists anywhere (a quarantined file that kept growing)."""
+        self._write("DELETE FROM videos WHERE sha256 = ?", (sha256,))
 
     def mark_stale(self, sha256: str, *, note: str) -> None:
         """A reprocess of an archived video died half-way: keep it done, but due for ``--reprocess`` again."""
