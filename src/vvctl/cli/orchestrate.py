@@ -28,6 +28,7 @@ from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 from vvctl.core.errors import ExitCode, LockedError, UsageError
+from vvctl.core.jobs import exit_code_for
 
 if TYPE_CHECKING:
     from vvctl.pipeline.orchestrate import OrchestrateReport, ProgressEvent, VideoResult
@@ -176,9 +177,7 @@ def exit_code(report: OrchestrateReport) -> ExitCode:
         return ExitCode.OK
     if report.stopped:
         return ExitCode.INTERRUPTED
-    if report.counts.get("quarantined") or report.counts.get("failed"):
-        return ExitCode.FINDINGS
-    return ExitCode.OK
+    return exit_code_for(report.outcome)
 
 
 def command(

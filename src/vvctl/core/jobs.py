@@ -4,6 +4,9 @@
 ``selftest``, ``keys``):
 
 1. the per-job lock ``state/<job>.lock`` (a second run raises :class:`LockedError` at once: exit 4);
+   then a lost state database with LogLines left is refused (``vvctl state rebuild`` says how to recover)
+   instead of being silently recreated, and the disk-space reserve (:mod:`vvctl.core.reserve`) is
+   allocated, or the run stops at once with exit 6 before it touches anything;
 2. a fail-fast check that the key store can sign, before any work (an hour of work is not thrown away
    at the first LogLine);
 3. a ``job_runs`` row in the state store: ``running`` at the start, closed with the report's outcome
@@ -11,7 +14,8 @@
 4. JSON log lines for the start and the end of the run in ``logs/``;
 5. one signed LogLine in the ``jobs`` log at the end (``ok``, ``warning`` or ``failed``), also when the
    job raised (best effort: with the disk full the record may not fit; the row still tells);
-6. one translation of OS and SQLite storage errors into :class:`StorageError` (exit 6).
+6. one translation of OS and SQLite storage errors into :class:`StorageError` (exit 6); when the disk is
+   full the reserve is freed first, so the run's own bookkeeping still fits and no row stays ``running``.
 
 The body returns a report that carries its own outcome (:class:`JobReport`); the CLI turns that
 outcome into the exit code with :func:`exit_code_for`, so every command decides "exit 1" the same way.
@@ -29,14 +33,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from vvctl.core.errors import ExitCode, InterruptedRun, VVError
+from vvctl.core.errors import ExitCode, InterruptedRun, StorageError, VVError
 from vvctl.core.jsonlog import configure_file_logging
 from vvctl.core.keystore import load_keystore
 from vvctl.core.layout import StorageLayout
 from vvctl.core.locks import exclusive_lock
 from vvctl.core.logline import LogLineDraft, LogLineWriter, WrittenLogLine
+from vvctl.core.reserve import SpaceReserve
 from vvctl.core.settings import Settings
-from vvctl.core.state import JobRun, JobStatus, StateStore, storage_error
+from vvctl.core.state import JobRun, JobStatus, StateStore, is_disk_full, state_missing_problem, storage_error
 from vvctl.core.timeutil import Clock, utcnow
 
 log = logging.getLogger("vvctl.jobs")
@@ -118,6 +123,7 @@ class JobContext:
     writer: LogLineWriter
     state: StateStore
     log: logging.LoggerAdapter[logging.Logger]
+    reserve: SpaceReserve
     loglines: list[Path] = field(default_factory=list)
     progress: str | None = None
     """The job's latest one-line account of what it did so far; used as the summary if it fails half-way."""
@@ -147,6 +153,11 @@ class JobContext:
         if log_name == JOBS_LOG:
             self.loglines.append(written.path)
         return written
+
+    def disk_full(self, exc: BaseException) -> None:
+        """A write failed: if the disk is full, free the reserve so the bookkeeping that follows fits."""
+        if is_disk_full(exc):
+            self.reserve.release()
 
     def record_run(self, status: JobStatus, this: str) -> WrittenLogLine:
         """The run's own LogLine (``did`` of the spec) with ``status`` mapped to a LogLine status."""
@@ -181,6 +192,7 @@ def _failure(exc: BaseException) -> tuple[JobStatus, str]:
 
 def _close_failed(ctx: JobContext, exc: BaseException) -> None:
     """Best effort: say why the run stopped, in the ``jobs`` log and the job-run row; ``exc`` goes on."""
+    ctx.disk_full(exc)
     status, reason = _failure(exc)
     summary = f"{ctx.progress}; stopped: {reason}" if ctx.progress else f"stopped: {reason}"
     try:
@@ -214,13 +226,18 @@ def run_job(
     )
     adapter = _JobLog(log, {"job": spec.name})
     with exclusive_lock(layout.lock(spec.name), what=f"vvctl {spec.name}"):
+        problem = state_missing_problem(layout.state_db, layout.loglines)
+        if problem is not None:
+            raise StorageError(problem)
+        reserve = SpaceReserve(layout.state)
+        reserve.acquire()
         writer = LogLineWriter(settings, clock=clock)
         load_keystore(writer.key_store)
         with StateStore(layout.state_db, clock=clock) as store:
             store.close_dead_jobs(spec.name)
             run_id = store.start_job(spec.name)
             adapter = _JobLog(log, {"job": spec.name, "run_id": run_id})
-            ctx = JobContext(spec, settings, layout, clock, stop, run_id, writer, store, adapter)
+            ctx = JobContext(spec, settings, layout, clock, stop, run_id, writer, store, adapter, reserve)
             adapter.info("job started")
             started = time.monotonic()
             try:
@@ -238,6 +255,7 @@ def run_job(
                 written = ctx.record_run(status, report.summary)
             except VVError as exc:
                 # The work is done; only the job's own record failed (disk full): say so in the row.
+                ctx.disk_full(exc)
                 store.finish_job(run_id, JobStatus.FAILED, f"{report.summary}; the job LogLine was not written: {exc}")
                 raise
             store.finish_job(run_id, status, report.summary)

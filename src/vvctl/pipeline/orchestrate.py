@@ -46,17 +46,15 @@ from vvctl.core.atomic import atomic_write_json, durable_move, remove_stale_temp
 from vvctl.core.detectors import Detector, load_detector
 from vvctl.core.errors import StorageError, VVError
 from vvctl.core.hardware import has_gpu
-from vvctl.core.jsonlog import configure_file_logging
-from vvctl.core.keystore import load_keystore
+from vvctl.core.jobs import JobContext, JobOutcome, JobSpec, run_job
 from vvctl.core.layout import StorageLayout, check_storage_root
-from vvctl.core.locks import exclusive_lock
 from vvctl.core.logline import LogLineDraft, LogLineWriter, WrittenLogLine, log_directory, scan_log_files
 from vvctl.core.names import display, fit
 from vvctl.core.providers import GpuOptions
 from vvctl.core.reserve import SpaceReserve
 from vvctl.core.schemas import validate
 from vvctl.core.settings import Settings
-from vvctl.core.state import is_disk_full, state_missing_problem
+from vvctl.core.state import is_disk_full
 from vvctl.core.timeutil import Clock, parse_rfc3339, utcnow
 from vvctl.core.video import VideoError, VideoInfo, probe
 from vvctl.pipeline.discovery import Candidate, SettleTracker, free_destination, list_videos
@@ -86,6 +84,7 @@ log = logging.getLogger("vvctl.orchestrate")
 
 JOB = "orchestrate"
 WHO = "vvctl orchestrate"
+SPEC = JobSpec(JOB, "ran the video pipeline", WHO)
 DID_ANALYSED = "analysed a video"
 ANALYTIC_SCHEMA = "analytic.schema.json"
 SUMMARY_SCHEMA = "summary.schema.json"
@@ -235,6 +234,15 @@ class OrchestrateReport:
     realtime_factor: float = 0.0
     warnings: list[str] = field(default_factory=list)
     """Problems that did not stop the run but need a person (a GPU request that ended on CPU)."""
+    summary: str = ""
+    """The run in one line, as recorded in the job-run row and the run's LogLine."""
+
+    @property
+    def outcome(self) -> JobOutcome:
+        """Warning when a video was quarantined or an attempt failed (findings: exit 1 in ``--once``)."""
+        if self.counts.get(Outcome.QUARANTINED.value) or self.counts.get(Outcome.FAILED.value):
+            return JobOutcome.WARNING
+        return JobOutcome.OK
 
 
 def model_used(detector: Detector) -> ModelUsed:
@@ -935,27 +943,6 @@ class _Run:
             return JobStatus.WARNING
         return JobStatus.OK
 
-    def append_job_logline(self, run_id: int, status: JobStatus, this: str) -> WrittenLogLine:
-        logline_status = {
-            JobStatus.OK: "ok",
-            JobStatus.WARNING: "warning",
-            JobStatus.INTERRUPTED: "warning",
-            JobStatus.FAILED: "failed",
-            JobStatus.KILLED: "failed",
-            JobStatus.RUNNING: "warning",
-        }[status]
-        return self.writer.append(
-            "jobs",
-            LogLineDraft(
-                who=WHO,
-                did="ran the video pipeline",
-                this=this,
-                status=logline_status,
-                source={"type": "job", "id": f"{JOB}-{run_id}"},
-            ),
-            slug=f"{JOB}-{run_id}",
-        )
-
 
 def orchestrate(
     settings: Settings,
@@ -977,38 +964,24 @@ def orchestrate(
         raise ValueError("interval_s must be positive")
     stop = threading.Event() if stop is None else stop
     layout = check_layout(settings)
-    configure_file_logging(
-        layout.logs, level=settings.log_level, max_bytes=settings.log_max_bytes, backups=settings.log_backups
-    )
     started_at = clock()
-    with exclusive_lock(layout.lock(JOB), what="vvctl orchestrate"):
-        problem = state_missing_problem(layout.state_db, layout.loglines)
-        if problem is not None:
-            raise StorageError(problem)
+
+    def body(ctx: JobContext) -> OrchestrateReport:
         for directory in _output_dirs(layout):
             remove_stale_temps(directory)
-        reserve = SpaceReserve(layout.state)
-        reserve.acquire()  # or exit 6 now, before anything is touched
-        writer = LogLineWriter(settings, clock=clock)
-        # Fail before any analysis when the results could not be signed (missing or unsafe key store):
-        # an hour of inference would otherwise be thrown away at the first LogLine.
-        load_keystore(writer.key_store)
         with VideoStateStore(layout.state_db, clock=clock) as db:
-            db.close_dead_jobs(JOB)
-            run_id = db.start_job(JOB)
             run = _Run(
                 settings,
                 layout,
                 db,
-                writer,
+                ctx.writer,
                 reprocess=reprocess,
                 stop=stop,
                 on_progress=on_progress,
                 clock=clock,
                 intra_op_threads=intra_op_threads,
-                reserve=reserve,
+                reserve=ctx.reserve,
             )
-            job_loglines: list[Path] = []
             passes = 0
             try:
                 while True:
@@ -1024,25 +997,20 @@ def orchestrate(
                     if handled:
                         backlog = len(list_videos(layout.input, settings.video_extensions))
                         this = run.describe(handled, backlog=backlog, prefix=f"watch pass {passes}")
-                        job_loglines.append(run.append_job_logline(run_id, run.job_status(handled), this).path)
+                        ctx.record_run(run.job_status(handled), this)
                     if stop.wait(interval_s):
                         break
             except BaseException as exc:
-                _close_failed_run(run, db, run_id, exc)
+                reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
+                ctx.progress = run.describe(run.results, backlog=None, prefix=f"run {reason}")
                 raise
             backlog = len(list_videos(layout.input, settings.video_extensions))
-            status = run.job_status(run.results)
             prefix = "run" if mode is Mode.ONCE else f"watch stopped after {passes} passes"
             summary = run.describe(run.results, backlog=backlog, prefix=prefix)
-            try:
-                job_loglines.append(run.append_job_logline(run_id, status, summary).path)
-            except VVError as exc:
-                # Every video is handled; only the job's own record failed (disk full): say so in the DB.
-                run.disk_full(exc)
-                db.finish_job(run_id, JobStatus.FAILED, f"{summary}; the job LogLine was not written: {exc.message}")
-                raise
-            db.finish_job(run_id, status, summary)
-    return _report(layout, mode, run, started_at, clock(), passes, backlog, run_id, status, job_loglines)
+            return _report(layout, mode, run, started_at, clock(), passes, backlog, ctx.run_id, summary)
+
+    result = run_job(settings, SPEC, body, clock=clock, stop=stop, layout=layout)
+    return replace(result.report, job_loglines=list(result.loglines))
 
 
 def _output_dirs(layout: StorageLayout) -> list[Path]:
@@ -1055,24 +1023,6 @@ def _output_dirs(layout: StorageLayout) -> list[Path]:
     return fixed + logs
 
 
-def _close_failed_run(run: _Run, db: VideoStateStore, run_id: int, exc: BaseException) -> None:
-    """Best effort: record why the run stopped, in the job log and the state DB, then let ``exc`` go on."""
-    run.disk_full(exc)
-    interrupted = isinstance(exc, KeyboardInterrupt)
-    status = JobStatus.INTERRUPTED if interrupted else JobStatus.FAILED
-    reason = "interrupted" if interrupted else (exc.message if isinstance(exc, VVError) else type(exc).__name__)
-    summary = run.describe(run.results, backlog=None, prefix=f"run stopped ({reason})")
-    try:
-        run.append_job_logline(run_id, status, summary)
-    except VVError as logline_error:
-        # With the disk full the record itself may not fit; the state DB row below still tells.
-        log.error("could not append the job LogLine", extra={"error": logline_error.message})
-    try:
-        db.finish_job(run_id, status, summary)
-    except StorageError as db_error:
-        log.error("could not close the job run", extra={"error": db_error.message})
-
-
 def _report(
     layout: StorageLayout,
     mode: Mode,
@@ -1082,8 +1032,7 @@ def _report(
     passes: int,
     backlog: int,
     run_id: int,
-    status: JobStatus,
-    job_loglines: list[Path],
+    summary: str,
 ) -> OrchestrateReport:
     analysed = [r for r in run.results if r.outcome is Outcome.DONE]
     frames = sum(r.frames_sampled for r in analysed)
@@ -1105,8 +1054,8 @@ def _report(
         interrupted=run.interrupted,
         model=model,
         job_run_id=run_id,
-        job_status=status.value,
-        job_loglines=job_loglines,
+        job_status=run.job_status(run.results).value,
+        summary=summary,
         frames_sampled=frames,
         media_s=round(media, 3),
         analysis_s=round(wall, 3),
