@@ -58,6 +58,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS job_runs_job ON job_runs(job, id);
     """,
+    # 2: O(1) LogLine appends (the head's file name and the name an append is about to write) and videos
+    # that cleanup removed from processed/ or corrupted/ (still known: same content again is a duplicate)
+    """
+    CREATE TABLE IF NOT EXISTS chain_files (
+        log TEXT PRIMARY KEY,
+        head_name TEXT,
+        next_name TEXT
+    );
+    ALTER TABLE videos ADD COLUMN removed_at TEXT;
+    """,
 )
 
 
