@@ -10,7 +10,18 @@ import typer
 from typer.core import TyperGroup
 
 from vvctl import __version__
-from vvctl.cli import bootstrap, checkpoint, config, demo, doctor, keys, orchestrate, status, verify_logline
+from vvctl.cli import (
+    bootstrap,
+    checkpoint,
+    cleanup,
+    config,
+    demo,
+    doctor,
+    keys,
+    orchestrate,
+    status,
+    verify_logline,
+)
 from vvctl.cli.options import add_global_options
 from vvctl.cli.render import JSON_SCHEMA_VERSION
 from vvctl.cli.state import get_state
@@ -102,6 +113,7 @@ app.command("doctor")(doctor.command)
 app.command("verify-logline")(verify_logline.command)
 app.add_typer(keys.app, name="keys")
 app.command("checkpoint")(checkpoint.command)
+app.command("cleanup")(cleanup.command)
 
 
 def main() -> None:
