@@ -63,6 +63,9 @@ class _Bar:
 def _human(console: Console, report: CleanupReport) -> None:
     from vvctl.ops.cleanup import format_bytes
 
+    def say(text: str) -> None:
+        say(text)
+
     files = "files to delete" if report.dry_run else "files deleted"
     table = Table("directory", "age limit", files, "bytes", "dirs removed", "kept", "failed")
     for d in report.directories:
@@ -81,19 +84,23 @@ def _human(console: Console, report: CleanupReport) -> None:
     line = f"free space: {format_bytes(report.free_before)} before, {format_bytes(report.free_after)} {after}"
     if report.floor:
         line += f"; floor {format_bytes(report.floor)}: {'met' if report.floor_met else 'NOT met'}"
-    console.print(line, markup=False)
+    say(line)
     for failure in report.failures:
-        console.print(f"could not delete {failure.path}: {failure.reason}", markup=False)
+        say(f"could not delete {failure.path}: {failure.reason}")
     if report.failed > len(report.failures):
-        console.print(f"... {report.failed - len(report.failures)} more failures (see --log-file)", markup=False)
+        console.print(
+            f"... {report.failed - len(report.failures)} more failures (see --log-file)", markup=False, soft_wrap=True
+        )
     for skipped in report.skipped:
-        console.print(f"skipped {skipped.path}: {skipped.reason}", markup=False)
+        say(f"skipped {skipped.path}: {skipped.reason}")
     if report.skipped_count > len(report.skipped):
-        console.print(f"... {report.skipped_count - len(report.skipped)} more paths skipped", markup=False)
+        console.print(
+            f"... {report.skipped_count - len(report.skipped)} more paths skipped", markup=False, soft_wrap=True
+        )
     if report.interrupted:
-        console.print("stopped before the end; run it again to finish", markup=False)
+        say("stopped before the end; run it again to finish")
     if report.logline is not None:
-        console.print(f"recorded in {report.logline}", markup=False)
+        say(f"recorded in {report.logline}")
 
 
 def command(

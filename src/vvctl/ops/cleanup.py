@@ -201,8 +201,16 @@ class _Unusable(Exception):
         self.vanished = vanished
 
 
-def _open_error(exc: OSError, what: str) -> _Unusable:
-    if exc.errno == errno.ELOOP:
+def _is_symlink(name: str | Path, dir_fd: int | None) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _open_error(exc: OSError, what: str, name: str | Path | None = None, dir_fd: int | None = None) -> _Unusable:
+    # O_DIRECTORY | O_NOFOLLOW on a symlink fails with ENOTDIR (Linux) or ELOOP.
+    if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and name is not None and _is_symlink(name, dir_fd)):
         return _Unusable(f"{what} is a symlink: not followed")
     if exc.errno == errno.ENOTDIR:
         return _Unusable(f"{what} is not a directory")
@@ -220,7 +228,7 @@ def _open_root(path: Path, storage_root: Path) -> int:
         try:
             return os.open(path, _O_DIR)
         except OSError as exc:
-            raise _open_error(exc, str(path)) from None
+            raise _open_error(exc, str(path), path) from None
     try:
         fd = os.open(storage_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
@@ -229,7 +237,7 @@ def _open_root(path: Path, storage_root: Path) -> int:
         try:
             child = os.open(part, _O_DIR, dir_fd=fd)
         except OSError as exc:
-            raise _open_error(exc, str(path)) from None
+            raise _open_error(exc, str(path), part, fd) from None
         finally:
             os.close(fd)
         fd = child
@@ -294,7 +302,7 @@ def _walk_root(policy: DirPolicy, storage_root: Path, never: set[str], storage_d
                     try:
                         child_fd = os.open(name, _O_DIR, dir_fd=dir_fd)
                     except OSError as exc:
-                        problem = _open_error(exc, name)
+                        problem = _open_error(exc, name, name, dir_fd)
                         if not problem.vanished:  # a directory gone since it was listed is simply not there
                             pinned = True
                             skipped.append(Skipped(Path(base, prefix + name), problem.reason))
@@ -555,10 +563,11 @@ class _Opener:
         if not rel:
             fd = _open_root(self.root.path, self.storage_root)
         else:
+            name, parent_fd = rel.rpartition("/")[2], self.chain[-1][1]
             try:
-                fd = os.open(rel.rpartition("/")[2], _O_DIR, dir_fd=self.chain[-1][1])
+                fd = os.open(name, _O_DIR, dir_fd=parent_fd)
             except OSError as exc:
-                raise _open_error(exc, shown) from None
+                raise _open_error(exc, shown, name, parent_fd) from None
         info = os.fstat(fd)
         if (info.st_dev, info.st_ino) != (self.root.dev, self.inos.get(rel)):
             os.close(fd)
@@ -667,21 +676,18 @@ def _delete(deletion: Deletion, opener: _Opener, path: str, done: Applied, on_fi
 
 def _remove_dir(index: int, entry: DirEntry, opener: _Opener, done: Applied) -> None:
     parent, _, name = entry.rel.rpartition("/")
-    path = opener.root.path / entry.rel
     try:
         dir_fd = opener.open(parent)
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode) or st.st_ino != entry.ino:
             return  # replaced since the plan: not ours to remove
         os.rmdir(name, dir_fd=dir_fd)
-    except _Unusable as exc:
-        if not exc.vanished:
-            _fail(done, index, path, exc.reason)
-        return
+    except _Unusable:
+        return  # its parent is gone or replaced: the files in it already say so
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
             return  # gone already, or something new arrived in it: it stays
-        _fail(done, index, path, exc.strerror or str(exc))
+        _fail(done, index, opener.root.path / entry.rel, exc.strerror or str(exc))
         return
     done.dirs_removed[index] += 1
 
