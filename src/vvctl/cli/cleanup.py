@@ -64,7 +64,7 @@ def _human(console: Console, report: CleanupReport) -> None:
     from vvctl.ops.cleanup import format_bytes
 
     def say(text: str) -> None:
-        say(text)
+        console.print(text, markup=False, soft_wrap=True)
 
     files = "files to delete" if report.dry_run else "files deleted"
     table = Table("directory", "age limit", files, "bytes", "dirs removed", "kept", "failed")
@@ -88,15 +88,11 @@ def _human(console: Console, report: CleanupReport) -> None:
     for failure in report.failures:
         say(f"could not delete {failure.path}: {failure.reason}")
     if report.failed > len(report.failures):
-        console.print(
-            f"... {report.failed - len(report.failures)} more failures (see --log-file)", markup=False, soft_wrap=True
-        )
+        say(f"... {report.failed - len(report.failures)} more failures (see --log-file)")
     for skipped in report.skipped:
         say(f"skipped {skipped.path}: {skipped.reason}")
     if report.skipped_count > len(report.skipped):
-        console.print(
-            f"... {report.skipped_count - len(report.skipped)} more paths skipped", markup=False, soft_wrap=True
-        )
+        say(f"... {report.skipped_count - len(report.skipped)} more paths skipped")
     if report.interrupted:
         say("stopped before the end; run it again to finish")
     if report.logline is not None:
