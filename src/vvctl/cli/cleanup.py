@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vvctl.cli.console import make_console
-from vvctl.cli.options import JsonOption, StorageRootOption
+from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 from vvctl.core.errors import ExitCode
@@ -135,7 +135,6 @@ def command(
         bool, typer.Option("--allow-outside", help="Allow --dirs paths outside the storage root.")
     ] = False,
     storage_root: StorageRootOption = None,
-    json_output: JsonOption = False,
 ) -> None:
     """Delete files older than their directory's retention_days and, when free space under the storage
     root is below the floor (min_free_space_gb or --min-free-space), the oldest other files until it is
@@ -151,7 +150,6 @@ def command(
     from vvctl.ops.cleanup import cleanup, parse_free_space, preview
 
     state = get_state(ctx)
-    state.json = state.json or json_output
     floor = parse_free_space(min_free_space) if min_free_space is not None else None
     flags: dict[str, Any] = {"storage_root": str(storage_root) if storage_root else None}
     settings = state.settings(**flags).settings
