@@ -76,3 +76,22 @@ def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
             conn.execute("INSERT INTO chain_heads VALUES ('jobs', 1, 'abc', 'now')")
             raise RuntimeError
         assert conn.execute("SELECT count(*) FROM chain_heads").fetchone()[0] == 0
+
+
+def test_a_version_1_database_is_upgraded_keeping_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "s.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(state.MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+        conn.execute(
+            "INSERT INTO videos (sha256, name, path, size, status, first_seen)"
+            " VALUES ('ab', 'a.mp4', '/p', 1, 'done', 't')"
+        )
+        conn.execute("INSERT INTO chain_heads VALUES ('jobs', 3, 'abc', 'now')")
+    conn.close()
+    with state.opened(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(state.MIGRATIONS) >= 2
+        assert tuple(conn.execute("SELECT name, removed_at FROM videos").fetchone()) == ("a.mp4", None)
+        assert conn.execute("SELECT seq FROM chain_heads").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM chain_files").fetchone()[0] == 0

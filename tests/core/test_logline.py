@@ -64,19 +64,106 @@ def test_invalid_drafts_are_refused(settings: Settings) -> None:
     assert writer.head("videos") is None
 
 
-def test_crash_between_rename_and_head_update_is_reconciled(settings: Settings) -> None:
+KILLED_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import vvctl.core.logline as logline
+    from vvctl.core.settings import load_settings
+
+    config, root, where = sys.argv[1], sys.argv[2], sys.argv[3]
+    settings = load_settings(Path(config), env={}, flags={"storage_root": root}).settings
+
+    def die(*args, **kwargs):
+        os._exit(9)  # as SIGKILL would: no cleanup, no finally
+
+    # "after": the JSON file was renamed into place, then the process died before the .md and the head row.
+    # "before": the process died before the rename (only the intent was recorded).
+    setattr(logline, "atomic_write_text" if where == "after" else "atomic_write_bytes", die)
+    draft = logline.LogLineDraft("vvctl test", "appended", "killed writer", "ok", {"type": "job", "id": "k"})
+    logline.LogLineWriter(settings).append("videos", draft, slug="killed")
+    """
+)
+
+
+def kill_a_writer(settings: Settings, tmp_path: Path, where: str) -> None:
+    args = [sys.executable, "-c", KILLED_WRITER, str(tmp_path / "config.toml"), str(settings.storage_root), where]
+    assert subprocess.run(args, check=False, timeout=120).returncode == 9
+
+
+def test_crash_between_rename_and_head_update_is_reconciled(settings: Settings, tmp_path: Path) -> None:
+    writer = LogLineWriter(settings)
+    first = writer.append("videos", draft(0), slug="a")
+    kill_a_writer(settings, tmp_path, "after")
+    (orphan,) = first.path.parent.glob("00000002.killed.logline.json")
+    assert not orphan.with_name("00000002.killed.logline.md").exists()
+    assert writer.head("videos") is not None
+    third = writer.append("videos", draft(2), slug="c")
+    assert (
+        third.seq == 3
+        and json.loads(third.path.read_bytes())["prev"] == hashlib.sha256(orphan.read_bytes()).hexdigest()
+    )
+    assert orphan.with_name("00000002.killed.logline.md").exists()
+    assert verify_paths([third.path.parent], keys(settings)).ok
+
+
+def test_crash_before_the_rename_leaves_nothing_to_repair(settings: Settings, tmp_path: Path) -> None:
+    writer = LogLineWriter(settings)
+    first = writer.append("videos", draft(0), slug="a")
+    kill_a_writer(settings, tmp_path, "before")
+    assert not list(first.path.parent.glob("00000002.*"))
+    second = writer.append("videos", draft(1), slug="b")
+    assert second.seq == 2 and json.loads(second.path.read_bytes())["prev"] == first.hash
+    assert verify_paths([second.path.parent], keys(settings)).ok
+
+
+def test_an_intended_file_that_does_not_follow_the_head_is_refused(settings: Settings, tmp_path: Path) -> None:
+    writer = LogLineWriter(settings)
+    writer.append("videos", draft(0), slug="a")
+    kill_a_writer(settings, tmp_path, "after")
+    (orphan,) = (writer.layout.loglines / "videos").glob("00000002.*.json")
+    orphan.write_bytes(orphan.read_bytes().replace(b"killed writer", b"planted record"))
+    record = json.loads(orphan.read_bytes())
+    record["prev"] = "f" * 64
+    orphan.write_bytes(canonicalize(record))
+    with pytest.raises(IntegrityError, match="does not follow the recorded head"):
+        writer.append("videos", draft(2), slug="c")
+
+
+def test_append_does_not_list_the_log_directory(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vvctl.core.logline as logline
+
+    writer = LogLineWriter(settings)
+    writer.append("videos", draft(0), slug="a")  # the first record of a new log lists the (empty) directory
+
+    def listing(directory: Path) -> dict[int, list[Path]]:
+        raise AssertionError(f"listed {directory}")
+
+    monkeypatch.setattr(logline, "scan_log_files", listing)
+    monkeypatch.setattr(logline.os, "scandir", listing)
+    written = [writer.append("videos", draft(n), slug=f"n{n}") for n in range(1, 4)]
+    assert [w.seq for w in written] == [2, 3, 4]
+    monkeypatch.undo()
+    assert verify_paths([written[0].path.parent], keys(settings)).ok
+
+
+def test_a_head_row_without_a_file_name_is_found_by_listing_once(settings: Settings) -> None:
+    """A state store written before file names were recorded (or a row one behind the files)."""
     writer = LogLineWriter(settings)
     writer.append("videos", draft(0), slug="a")
     second = writer.append("videos", draft(1), slug="b")
-    # Simulate a kill after the file was renamed into place: the head row still names seq 1, no .md yet.
     second.md_path.unlink()
     conn = connect(writer.layout.state_db)
     first_hash = hashlib.sha256(next(second.path.parent.glob("00000001.*.json")).read_bytes()).hexdigest()
     conn.execute("UPDATE chain_heads SET seq = 1, hash = ? WHERE log = 'videos'", (first_hash,))
+    conn.execute("DELETE FROM chain_files")
     conn.close()
     third = writer.append("videos", draft(2), slug="c")
     assert third.seq == 3 and json.loads(third.path.read_bytes())["prev"] == second.hash
     assert second.md_path.exists()
+    conn = connect(writer.layout.state_db)
+    assert conn.execute("SELECT head_name FROM chain_files").fetchone()[0] == third.path.name
+    conn.close()
     assert verify_paths([third.path.parent], keys(settings)).ok
 
 

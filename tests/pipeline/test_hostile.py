@@ -352,10 +352,10 @@ def _disk_fills_before(step: str, root: Path, monkeypatch: pytest.MonkeyPatch) -
 
     real_head = logline.LogLineWriter._store_head
 
-    def store_head(self: Any, conn: Any, head: Any) -> None:
+    def store_head(self: Any, conn: Any, head: Any, *args: Any) -> None:
         if head.log == "videos":
             trigger("chain-head")
-        real_head(self, conn, head)
+        real_head(self, conn, head, *args)
 
     real_done = videostate.VideoStateStore.finish_done
 
@@ -629,3 +629,29 @@ def test_names_fit_helper_is_stable_and_distinct() -> None:
     multibyte = "é" * 200
     assert fit(multibyte, ".mp4").encode("utf-8")  # never cut inside a character
     assert hashlib.sha256(a.encode()).hexdigest()[:8] in fit(a, ".mp4")
+
+
+def test_cleanup_runs_on_a_full_disk_and_frees_it(tmp_path: Path) -> None:
+    """The job that exists to free space must not be the one a full disk stops: it starts on the reserve."""
+    with _box_on_small_fs(tmp_path) as box:
+        assert _subprocess(box, "orchestrate").returncode == 0  # any job run leaves the disk reserve in place
+        old = box.root / "processed" / "old-recording.mp4"
+        old.write_bytes(os.urandom(4 << 20))
+        long_ago = (utcnow() - timedelta(days=400)).timestamp()
+        os.utime(old, (long_ago, long_ago))
+        fill(box.root)
+        blocked = _subprocess(box, "orchestrate")
+        assert blocked.returncode == 6 and "disk full" in blocked.stderr  # the disk really is full
+
+        result = _subprocess(box, "--json", "cleanup", "--min-free-space", "1%")
+        assert result.returncode == 0, result.stderr
+        assert not old.exists()
+        report = json.loads(result.stdout)
+        assert report["kind"] == "cleanup"
+        rows = sqlite3.connect(box.root / "state" / "vvctl.sqlite3").execute(
+            "SELECT status FROM job_runs WHERE job = 'cleanup'"
+        )
+        assert [r[0] for r in rows] == ["ok"]  # recorded, although the disk was full when it started
+        unfill(box.root)
+        assert _subprocess(box, "orchestrate").returncode == 0  # the reserve is allocated again
+        assert (box.root / "state" / "disk-reserve").stat().st_size == 1 << 20

@@ -13,6 +13,7 @@ from vvctl import __version__
 from vvctl.cli import (
     bootstrap,
     checkpoint,
+    cleanup,
     config,
     demo,
     doctor,
@@ -118,6 +119,7 @@ app.command("checkpoint")(checkpoint.command)
 app.command("export-logs")(export_logs.command)
 app.command("retry")(retry.command)
 app.add_typer(statedb.app, name="state")
+app.command("cleanup")(cleanup.command)
 
 
 def main() -> None:

@@ -39,9 +39,17 @@ from vvctl.core.keystore import load_keystore
 from vvctl.core.layout import StorageLayout
 from vvctl.core.locks import exclusive_lock
 from vvctl.core.logline import LogLineDraft, LogLineWriter, WrittenLogLine
-from vvctl.core.reserve import SpaceReserve
+from vvctl.core.reserve import RESERVE_BYTES, SpaceReserve
 from vvctl.core.settings import Settings
-from vvctl.core.state import JobRun, JobStatus, StateStore, is_disk_full, state_missing_problem, storage_error
+from vvctl.core.state import (
+    JobRun,
+    JobStatus,
+    StateStore,
+    free_bytes,
+    is_disk_full,
+    state_missing_problem,
+    storage_error,
+)
 from vvctl.core.timeutil import Clock, utcnow
 
 log = logging.getLogger("vvctl.jobs")
@@ -104,6 +112,8 @@ class JobSpec:
     name: str
     did: str
     who: str = ""
+    frees_space: bool = False
+    """A job that exists to free disk space (cleanup) must run on a full disk: it starts on the reserve."""
 
     @property
     def signer_name(self) -> str:
@@ -230,7 +240,13 @@ def run_job(
         if problem is not None:
             raise StorageError(problem)
         reserve = SpaceReserve(layout.state)
-        reserve.acquire()
+        if spec.frees_space and free_bytes(layout.state) < RESERVE_BYTES:
+            # The disk is (nearly) full: spend the reserve a previous run left, so the run can be recorded
+            # and do its work; the next run of any job allocates it again once there is room.
+            reserve.held = True
+            reserve.release()
+        else:
+            reserve.acquire()
         writer = LogLineWriter(settings, clock=clock)
         load_keystore(writer.key_store)
         with StateStore(layout.state_db, clock=clock) as store:

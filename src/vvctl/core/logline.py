@@ -9,17 +9,22 @@ Appending (:meth:`LogLineWriter.append`) is serialised per log by an ``flock`` o
 ``state/logline-<log>.lock``, so any number of processes may append at once and the chain stays linear.
 Under the lock the writer:
 
-1. finds the head: the state store's ``chain_heads`` row, reconciled with the files (a writer killed
-   after its file was renamed into place but before the row was updated left a file one ahead of the
-   row: that file is the head, and its missing ``.md`` companion is rewritten);
+1. finds the head: the state store's ``chain_heads`` row and the head's file name (``chain_files``),
+   checked against that one file, in O(1) however long the log is. A writer killed after its file was
+   renamed into place but before the row was updated left a file one ahead of the row; it recorded that
+   file's name (its *intent*, ``chain_files.next_name``) before the rename, so the next writer opens just
+   that name: the file is the head, and its missing ``.md`` companion is rewritten. Only a log without
+   a row (new, an older state store, a lost database) is listed, once;
 2. builds the record, signs its canonical bytes without ``signature_details`` with the key store's
    active key, validates it against ``logline.schema.json``;
-3. writes the JSON atomically (temp file, fsync, rename, fsync of the directory), then the ``.md``
-   companion, then the new head row.
+3. records the intent, writes the JSON atomically (temp file, fsync, rename, fsync of the directory),
+   then the ``.md`` companion, then the new head row (which clears the intent).
 
-A head row ahead of the files (LogLines deleted) or a head file whose bytes no longer hash to the row's
-hash (a LogLine altered) is an :class:`IntegrityError`: the writer refuses to extend a chain that was
-tampered with, and ``vvctl verify-logline`` names what is wrong.
+A head file that is gone (LogLines deleted) or whose bytes no longer hash to the row's hash (a LogLine
+altered), or an intended file that does not follow the head, is an :class:`IntegrityError`: the writer
+refuses to extend a chain that was tampered with, and ``vvctl verify-logline`` names what is wrong.
+Files the writer never looks at (a record planted beyond the head under another name) are
+``verify-logline``'s to find: the writer checks the head, not the whole log.
 """
 
 from __future__ import annotations
@@ -87,6 +92,21 @@ class ChainHead:
     log: str
     seq: int
     hash: str
+
+
+@dataclass(frozen=True)
+class _HeadRow:
+    """The head as the state store records it: the row, its file's name and a pending append's intent."""
+
+    head: ChainHead
+    name: str | None
+    next_name: str | None
+
+
+@dataclass(frozen=True)
+class _Head:
+    head: ChainHead
+    name: str
 
 
 def slugify(text: str) -> str:
@@ -208,6 +228,15 @@ def _read_record(path: Path) -> tuple[bytes, dict[str, Any]]:
     return data, record
 
 
+def _read_head_file(path: Path, log: str, directory: Path) -> tuple[bytes, dict[str, Any]]:
+    if not FILE_NAME.fullmatch(path.name) or not path.is_file():
+        raise IntegrityError(
+            f"log {log!r}: the head LogLine {path.name} recorded in the state store is gone: LogLines were "
+            f"removed; run 'vvctl verify-logline {directory}'"
+        )
+    return _read_record(path)
+
+
 class LogLineWriter:
     """Appends signed LogLines under ``<storage_root>/loglines``; one writer may serve many logs."""
 
@@ -218,11 +247,18 @@ class LogLineWriter:
 
     # -- head ----------------------------------------------------------------------------------------
 
-    def _db_head(self, conn: sqlite3.Connection, log: str) -> ChainHead | None:
-        row = conn.execute("SELECT seq, hash FROM chain_heads WHERE log = ?", (log,)).fetchone()
-        return None if row is None else ChainHead(log, int(row["seq"]), str(row["hash"]))
+    def _db_head(self, conn: sqlite3.Connection, log: str) -> _HeadRow | None:
+        row = conn.execute(
+            "SELECT h.seq, h.hash, f.head_name, f.next_name FROM chain_heads h"
+            " LEFT JOIN chain_files f ON f.log = h.log WHERE h.log = ?",
+            (log,),
+        ).fetchone()
+        if row is None:
+            return None
+        return _HeadRow(ChainHead(log, int(row["seq"]), str(row["hash"])), row["head_name"], row["next_name"])
 
-    def _store_head(self, conn: sqlite3.Connection, head: ChainHead) -> None:
+    def _store_head(self, conn: sqlite3.Connection, head: ChainHead, name: str) -> None:
+        """The new head row and its file name; clears the intent in the same transaction."""
         with transaction(conn):
             conn.execute(
                 "INSERT INTO chain_heads (log, seq, hash, updated_at) VALUES (?, ?, ?, ?)"
@@ -230,10 +266,74 @@ class LogLineWriter:
                 " updated_at = excluded.updated_at",
                 (head.log, head.seq, head.hash, rfc3339(self.clock())),
             )
+            conn.execute(
+                "INSERT INTO chain_files (log, head_name, next_name) VALUES (?, ?, NULL)"
+                " ON CONFLICT(log) DO UPDATE SET head_name = excluded.head_name, next_name = NULL",
+                (head.log, name),
+            )
 
-    def _reconcile(self, conn: sqlite3.Connection, log: str, directory: Path) -> ChainHead | None:
+    def _store_intent(self, conn: sqlite3.Connection, log: str, name: str) -> None:
+        """Before the rename: the name the next head will have, so a writer killed after the rename is found
+        by opening one file instead of listing the directory."""
+        with transaction(conn):
+            conn.execute(
+                "INSERT INTO chain_files (log, next_name) VALUES (?, ?)"
+                " ON CONFLICT(log) DO UPDATE SET next_name = excluded.next_name",
+                (log, name),
+            )
+
+    def _reconcile(self, conn: sqlite3.Connection, log: str, directory: Path) -> _Head | None:
         """The true head of ``log`` (see the module docstring); repairs a head row left behind by a kill."""
         stored = self._db_head(conn, log)
+        if stored is None or stored.name is None:
+            return self._reconcile_by_listing(conn, log, directory, None if stored is None else stored.head)
+        head = stored.head
+        path = directory / stored.name
+        data, record = _read_head_file(path, log, directory)
+        if record.get("seq") != head.seq or record.get("log") != log:
+            raise IntegrityError(
+                f"LogLine {path} does not hold seq {head.seq} of log {log!r}; run 'vvctl verify-logline {directory}'"
+            )
+        if chain_hash(data) != head.hash:
+            raise IntegrityError(
+                f"LogLine {path} was changed after it was written (its hash no longer matches "
+                f"the chain head); run 'vvctl verify-logline {directory}'"
+            )
+        if stored.next_name is not None and stored.next_name != stored.name:
+            intended = directory / stored.next_name
+            if intended.exists():
+                # A writer died between the rename and the head row: its file is the head.
+                return self._adopt(conn, log, directory, head, intended)
+            # A writer died before the rename: nothing was written; the next intent replaces this one.
+        return _Head(head, stored.name)
+
+    def _adopt(
+        self, conn: sqlite3.Connection, log: str, directory: Path, stored: ChainHead | None, path: Path
+    ) -> _Head:
+        """Make ``path``, one record ahead of ``stored``, the head (its ``.md`` rewritten if missing)."""
+        data, record = _read_record(path)
+        digest = chain_hash(data)
+        seq = stored.seq + 1 if stored else 1
+        if record.get("seq") != seq or record.get("log") != log:
+            raise IntegrityError(
+                f"LogLine {path} does not hold seq {seq} of log {log!r}; run 'vvctl verify-logline {directory}'"
+            )
+        if record.get("prev") != (stored.hash if stored else ZERO_HASH):
+            raise IntegrityError(
+                f"LogLine {path} does not follow the recorded head; run 'vvctl verify-logline {directory}'"
+            )
+        md = _md_path(path)
+        if not md.exists():
+            atomic_write_text(md, render_markdown(record, path.name, digest))
+        head = ChainHead(log, seq, digest)
+        self._store_head(conn, head, path.name)
+        return _Head(head, path.name)
+
+    def _reconcile_by_listing(
+        self, conn: sqlite3.Connection, log: str, directory: Path, stored: ChainHead | None
+    ) -> _Head | None:
+        """The head of a log whose head file name is not recorded (a new log, a state store written by an
+        older vvctl, a lost database): list the directory once; the name is recorded for the next append."""
         files = scan_log_files(directory)
         top = max(files, default=0)
         stored_seq = stored.seq if stored else 0
@@ -246,35 +346,27 @@ class LogLineWriter:
             return None
         if len(files[top]) > 1:
             raise IntegrityError(f"log {log!r}: seq {top} has {len(files[top])} files; run 'vvctl verify-logline'")
-        data, record = _read_record(files[top][0])
-        digest = chain_hash(data)
-        if record.get("seq") != top or record.get("log") != log:
-            raise IntegrityError(
-                f"LogLine {files[top][0]} does not hold seq {top} of log {log!r}; run 'vvctl verify-logline'"
-            )
+        path = files[top][0]
         if stored is not None and top == stored_seq:
-            if digest != stored.hash:
+            data, record = _read_record(path)
+            if record.get("seq") != top or record.get("log") != log:
                 raise IntegrityError(
-                    f"LogLine {files[top][0]} was changed after it was written (its hash no longer matches "
+                    f"LogLine {path} does not hold seq {top} of log {log!r}; run 'vvctl verify-logline'"
+                )
+            if chain_hash(data) != stored.hash:
+                raise IntegrityError(
+                    f"LogLine {path} was changed after it was written (its hash no longer matches "
                     f"the chain head); run 'vvctl verify-logline {directory}'"
                 )
-            return stored
+            self._store_head(conn, stored, path.name)
+            return _Head(stored, path.name)
         # The files are ahead of the row: a writer died between the rename and the row update.
         if top - stored_seq > 1:
             raise IntegrityError(
                 f"log {log!r}: {top - stored_seq} LogLine files lie beyond the recorded head seq {stored_seq}; "
                 f"run 'vvctl verify-logline {directory}'"
             )
-        if stored is not None and record.get("prev") != stored.hash:
-            raise IntegrityError(
-                f"LogLine {files[top][0]} does not follow the recorded head; run 'vvctl verify-logline {directory}'"
-            )
-        md = _md_path(files[top][0])
-        if not md.exists():
-            atomic_write_text(md, render_markdown(record, files[top][0].name, digest))
-        head = ChainHead(log, top, digest)
-        self._store_head(conn, head)
-        return head
+        return self._adopt(conn, log, directory, stored, path)
 
     def head(self, log: str) -> ChainHead | None:
         """The current head of ``log`` (None for an empty log), checked against the files."""
@@ -282,7 +374,8 @@ class LogLineWriter:
         with exclusive_lock(self._lock_path(log), what=f"LogLine writer for log {log!r}", wait=True):
             conn = self._connect()
             try:
-                return self._reconcile(conn, log, directory)
+                found = self._reconcile(conn, log, directory)
+                return None if found is None else found.head
             finally:
                 conn.close()
 
@@ -337,16 +430,19 @@ class LogLineWriter:
             store = load_keystore(self.key_store)
             conn = self._connect()
             try:
-                head = self._reconcile(conn, log, directory)
+                found = self._reconcile(conn, log, directory)
+                head = None if found is None else found.head
                 seq = head.seq + 1 if head else 1
                 record = self._build(store, log, seq, head.hash if head else ZERO_HASH, draft)
                 data = canonicalize(record)
                 digest = chain_hash(data)
                 path = directory / f"{seq:08d}.{slugify(slug)}{SUFFIX}"
+                if head is not None:  # the first record is found by listing the (then tiny) directory
+                    self._store_intent(conn, log, path.name)
                 atomic_write_bytes(path, data)
                 md = _md_path(path)
                 atomic_write_text(md, render_markdown(record, path.name, digest))
-                self._store_head(conn, ChainHead(log, seq, digest))
+                self._store_head(conn, ChainHead(log, seq, digest), path.name)
             finally:
                 conn.close()
         return WrittenLogLine(log, seq, digest, path, md, record)

@@ -70,6 +70,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS job_runs_job ON job_runs(job, id);
     """,
+    # 2: O(1) LogLine appends (the head's file name and the name an append is about to write) and videos
+    # that cleanup removed from processed/ or corrupted/ (still known: same content again is a duplicate)
+    """
+    CREATE TABLE IF NOT EXISTS chain_files (
+        log TEXT PRIMARY KEY,
+        head_name TEXT,
+        next_name TEXT
+    );
+    ALTER TABLE videos ADD COLUMN removed_at TEXT;
+    """,
 )
 
 
@@ -271,6 +281,9 @@ class JobStatus(StrEnum):
     """Found still ``running`` by the next run: the process died without closing its row."""
 
 
+UNFINISHED_VIDEO_STATUSES = ("pending", "processing", "failed")
+"""A video in one of these states is not done: cleanup never deletes its file."""
+
 SUCCESSFUL = (JobStatus.OK, JobStatus.WARNING)
 """Statuses that count as "the job ran and did its work" for the dead-man check."""
 
@@ -400,3 +413,42 @@ class StateStore:
         """The recorded head (newest seq and its hash) of every LogLine log."""
         rows = self._all("SELECT log, seq, hash, updated_at FROM chain_heads ORDER BY log")
         return [ChainHeadRow(row["log"], int(row["seq"]), row["hash"], row["updated_at"]) for row in rows]
+
+    # -- archived videos, as cleanup sees them ------------------------------------------------------------
+
+    def video_files(self) -> dict[str, str]:
+        """Path -> status of every file the ``videos`` table names (the status that most needs care wins
+        when several rows name one path): what cleanup must know before deleting a video."""
+        found: dict[str, str] = {}
+        for row in self._all("SELECT path, status FROM videos"):
+            path, status = str(row["path"]), str(row["status"])
+            if found.get(path) not in UNFINISHED_VIDEO_STATUSES:
+                found[path] = status
+        return found
+
+    def mark_videos_removed(self, paths: list[str]) -> set[str]:
+        """Before cleanup deletes the archived videos at ``paths``: record them as removed (the videos stay
+        known, so the same content arriving later is a duplicate, not a video to recover). In one
+        transaction, so an orchestrate that started working on one since the plan is seen: those paths are
+        returned and must not be deleted."""
+        busy: set[str] = set()
+        marks = ",".join("?" for _ in UNFINISHED_VIDEO_STATUSES)
+        with storage_errors(self._what()), transaction(self._conn):
+            for path in paths:
+                row = self._conn.execute(
+                    f"SELECT 1 FROM videos WHERE path = ? AND status IN ({marks}) LIMIT 1",  # noqa: S608
+                    (path, *UNFINISHED_VIDEO_STATUSES),
+                ).fetchone()
+                if row is not None:
+                    busy.add(path)
+                    continue
+                self._conn.execute(
+                    "UPDATE videos SET removed_at = ? WHERE path = ? AND status IN ('done', 'quarantined')",
+                    (self._now(), path),
+                )
+        return busy
+
+    def unmark_videos_removed(self, paths: list[str]) -> None:
+        """The files at ``paths`` could not be deleted after all."""
+        with storage_errors(self._what()), transaction(self._conn):
+            self._conn.executemany("UPDATE videos SET removed_at = NULL WHERE path = ?", [(p,) for p in paths])

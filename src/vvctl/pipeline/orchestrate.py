@@ -606,8 +606,9 @@ class _Run:
         if row is None:
             row = self.db.add(sha, path.name, path, candidate.size)
         if row.status is VideoStatus.DONE:
-            if row.path != path and not row.path.exists():
+            if row.path != path and not row.path.exists() and row.removed_at is None:
                 # Killed after the state update, before the move: the records exist, only the move is left.
+                # (A file that cleanup removed is not missing: the same content again is a duplicate.)
                 durable_move(path, row.path)
                 self._record(
                     VideoResult(display(row.name), sha, Outcome.RECOVERED, destination=row.path, attempts=row.attempts)

@@ -45,6 +45,8 @@ class VideoRow:
     started_at: str | None
     finished_at: str | None
     duration_s: float | None
+    removed_at: str | None = None
+    """When ``vvctl cleanup`` deleted the archived file (the video stays known: same content is a duplicate)."""
 
 
 def _path(value: Any) -> Path | None:
@@ -75,6 +77,7 @@ def _video(row: sqlite3.Row) -> VideoRow:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         duration_s=None if row["duration_s"] is None else float(row["duration_s"]),
+        removed_at=row["removed_at"],
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.export.conftest import Box, clock
+from tests.ops.export.conftest import Box, MakeBox, clock
 from vvctl.core.errors import IntegrityError
 from vvctl.core.export_manifest import load_anchors
 from vvctl.core.keystore import export_public_keys, load_public_keys, load_verification_keys
@@ -200,3 +200,39 @@ def test_end_to_end_exported_plus_live_chain_verifies_from_seq_1(box: Box, tmp_p
     keys = load_verification_keys(box.settings.key_store)
     report = verify_paths([audit / "loglines"], keys)
     assert report.ok and report.logs["videos"].first_seq == 1 and report.logs["videos"].last_seq == 9
+
+
+def test_cleanup_removes_exported_loglines_past_their_retention_and_the_rest_still_verifies(
+    make_box: MakeBox,
+) -> None:
+    """cleanup removes LogLines only once a verified export holds them and retention_days.loglines passed."""
+    import os
+
+    from vvctl.ops.cleanup import cleanup
+
+    box = make_box(extra="[retention_days]\nloglines = 30\n")
+    written = box.append(4)
+    old = clock().timestamp() - 40 * 86400
+    for record in written[:2]:
+        os.utime(record.path, (old, old))
+
+    assert cleanup(box.settings).report.loglines_removed == 0  # nothing exported yet: nothing goes
+    assert all(r.path.exists() for r in written)
+
+    export_logs(box.settings, clock=clock)
+    report = cleanup(box.settings).report
+    assert report.loglines_removed == 2 and "2 exported LogLines removed" in report.summary
+    assert [r.path.exists() for r in written] == [False, False, True, True]  # seq 3 is exported but young
+    keys = load_verification_keys(box.settings.key_store)
+    anchors = load_anchors([box.layout.exports], keys)
+    assert verify_paths([box.layout.loglines / "videos"], keys, anchors=anchors).ok
+
+
+def test_cleanup_never_removes_loglines_without_a_loglines_retention(box: Box) -> None:
+    from vvctl.ops.cleanup import cleanup
+
+    written = box.append(3)
+    export_logs(box.settings, clock=clock)
+    assert removable_loglines(box.settings)  # they could go...
+    assert cleanup(box.settings).report.loglines_removed == 0  # ...but the policy does not say so
+    assert all(r.path.exists() for r in written)
