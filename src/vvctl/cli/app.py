@@ -18,6 +18,7 @@ from vvctl.cli import (
     doctor,
     export_logs,
     keys,
+    monitor,
     orchestrate,
     status,
     verify_logline,
@@ -114,6 +115,7 @@ app.command("verify-logline")(verify_logline.command)
 app.add_typer(keys.app, name="keys")
 app.command("checkpoint")(checkpoint.command)
 app.command("export-logs")(export_logs.command)
+app.command("monitor")(monitor.command)
 
 
 def main() -> None:
