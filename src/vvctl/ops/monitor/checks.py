@@ -16,11 +16,13 @@ incremental verification of new LogLines, and a GPU requested but inference endi
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import sqlite3
 import stat
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -54,8 +56,18 @@ work over a few passes instead of holding the monitor for minutes."""
 def default_docker_client() -> DockerClient:
     """A client from the environment (``DOCKER_HOST``, ``DOCKER_TLS_VERIFY``, ``DOCKER_CERT_PATH``)."""
     import docker
+    import docker.errors
 
-    return docker.from_env(timeout=15)
+    with warnings.catch_warnings():
+        # When the engine is not there the SDK drops its half-made connection without closing it; collect
+        # it here, quietly, rather than let a ResourceWarning surface at some later garbage collection.
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            return docker.from_env(timeout=15)
+        except docker.errors.DockerException as exc:
+            message = str(exc)
+        gc.collect()
+    raise docker.errors.DockerException(message)
 
 
 @dataclass(frozen=True)
