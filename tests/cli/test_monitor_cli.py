@@ -29,7 +29,11 @@ def setup_box(invoke: Invoke, tmp_path: Path, extra: str = "") -> Path:
 
 
 def everything_written(root: Path) -> str:
-    texts = [p.read_text(errors="replace") for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl", ".md", ".prom")]
+    texts = [
+        p.read_text(errors="replace")
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix in (".json", ".jsonl", ".md", ".prom")
+    ]
     return "\n".join(texts)
 
 
@@ -46,7 +50,9 @@ def test_ten_runs_with_a_persisting_problem_send_one_alert_and_the_fix_one_resol
         outputs.append(result.output)
     assert len(receiver.received) == 1
     (alert,) = receiver.received
-    assert alert["type"] == "failure" and alert["title"].startswith("[vvctl CRITICAL] free space under the storage root")
+    assert alert["type"] == "failure" and alert["title"].startswith(
+        "[vvctl CRITICAL] free space under the storage root"
+    )
     assert "threshold: WARN below 1e+09 GB, CRITICAL below 1e+09 GB" in alert["message"]
 
     invoke.config.write_text(invoke.config.read_text().replace(PROBLEM, ""))  # the fix: sane floors
@@ -135,7 +141,9 @@ def test_watch_serves_metrics_defers_once_and_stops_on_sigterm(tmp_path: Path) -
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             names = {f.name for f in text_string_to_metric_families(response.read().decode())}
         assert {"vvctl_check_state", "vvctl_storage_free_bytes", "vvctl_backlog_videos"} <= names
-        deferred = subprocess.run([*run, "--json", "monitor", "--once"], env=env, capture_output=True, text=True, timeout=60)
+        deferred = subprocess.run(
+            [*run, "--json", "monitor", "--once"], env=env, capture_output=True, text=True, timeout=60
+        )
         document = json.loads(deferred.stdout)
         assert deferred.returncode == 0, deferred.stderr
         assert document["mode"] == "deferred" and document["watcher_pid"] == watcher.pid

@@ -14,8 +14,8 @@ import pytest
 from tests.ops.monitor.fakes import AlertReceiver, FakeClock
 from vvctl.core.alerts import (
     Alert,
-    AlertEvent,
     Alerter,
+    AlertEvent,
     AlertStore,
     AppriseSink,
     CommandSink,
@@ -145,7 +145,9 @@ def test_apprise_json_reaches_a_real_http_server(store: AlertStore, clock: FakeC
     assert "value: 1 GB free" in message["message"] and "hint: run vvctl cleanup" in message["message"]
 
 
-def test_apprise_failure_names_the_target_not_the_url(store: AlertStore, clock: FakeClock, receiver: AlertReceiver) -> None:
+def test_apprise_failure_names_the_target_not_the_url(
+    store: AlertStore, clock: FakeClock, receiver: AlertReceiver
+) -> None:
     receiver.fail_next = 1
     sink = AppriseSink(receiver.url(), 1)
     round_ = alerter(store, clock, sink).run([disk(State.WARN)])  # type: ignore[arg-type]
@@ -162,7 +164,9 @@ def test_alert_command_gets_the_alert_as_json_on_stdin(tmp_path: Path, store: Al
     sink = CommandSink(f"{sys.executable} {script} --token SECRETTOKEN")
     alerter(store, clock, sink).run([disk(State.WARN)])  # type: ignore[arg-type]
     got: dict[str, Any] = json.loads(out.read_bytes())
-    assert got["kind"] == "vvctl.alert" and got["event"] == "ALERT" and got["check"] == "disk" and got["state"] == "WARN"
+    assert (
+        got["kind"] == "vvctl.alert" and got["event"] == "ALERT" and got["check"] == "disk" and got["state"] == "WARN"
+    )
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,11 @@ def test_free_space_against_its_floors(box: Settings, clock: FakeClock) -> None:
     plenty = replace(box, min_free_space_gb=free / 4, min_free_space_critical_gb=free / 8)
     low = replace(box, min_free_space_gb=free * 2, min_free_space_critical_gb=free / 8)
     gone = replace(box, min_free_space_gb=free * 4, min_free_space_critical_gb=free * 2)
-    assert [states(check(s, "disk", clock)[0]) for s in (plenty, low, gone)] == [[State.OK], [State.WARN], [State.CRITICAL]]
+    assert [states(check(s, "disk", clock)[0]) for s in (plenty, low, gone)] == [
+        [State.OK],
+        [State.WARN],
+        [State.CRITICAL],
+    ]
     (observation,), facts = check(gone, "disk", clock)
     assert facts.free_bytes is not None and abs(facts.free_bytes / GB - free) < 1
     assert observation.threshold == f"WARN below {free * 4:g} GB, CRITICAL below {free * 2:g} GB"
@@ -166,7 +170,9 @@ def test_dead_man_running_job_and_never_run_job(make_box: MakeBox, clock: FakeCl
     clock.advance(3600)
     observations, _ = check(box, "deadman", clock)
     found = {o.check: o for o in observations}
-    assert found["deadman:orchestrate"].state is State.OK and found["deadman:orchestrate"].value.startswith("running now")
+    assert found["deadman:orchestrate"].state is State.OK and found["deadman:orchestrate"].value.startswith(
+        "running now"
+    )
     assert found["deadman:selftest"].state is State.CRITICAL and found["deadman:selftest"].value == "never succeeded"
     layout.lock("orchestrate").write_text("999999999\n")  # the holder died: not running any more
     observations, _ = check(box, "deadman", clock)
@@ -175,7 +181,12 @@ def test_dead_man_running_job_and_never_run_job(make_box: MakeBox, clock: FakeCl
 
 def _append(settings: Settings, clock: FakeClock, n: int, log: str = "videos") -> list[Path]:
     writer = LogLineWriter(settings, clock=clock)
-    return [writer.append(log, LogLineDraft("vvctl test", "did", f"record {i}", "ok", {"type": "job", "id": "t"}), slug="t").path for i in range(n)]
+    return [
+        writer.append(
+            log, LogLineDraft("vvctl test", "did", f"record {i}", "ok", {"type": "job", "id": "t"}), slug="t"
+        ).path
+        for i in range(n)
+    ]
 
 
 def test_loglines_are_verified_incrementally(box: Settings, clock: FakeClock) -> None:

@@ -73,7 +73,9 @@ def test_unhealthy_container_is_restarted_after_the_grace_period_and_recovery_re
     assert [t for t, _ in events] == ["warning", "success"]  # one WARN alert, then exactly one RESOLVED
     assert events[1][1].startswith("[vvctl RESOLVED]")
     records = job_records(box)
-    assert any(r["did"] == "restarted a container" and r["source"] == {"type": "container", "id": "web"} for r in records)
+    assert any(
+        r["did"] == "restarted a container" and r["source"] == {"type": "container", "id": "web"} for r in records
+    )
 
 
 def test_the_budget_stops_restarts_and_raises_one_critical(
@@ -87,7 +89,9 @@ def test_the_budget_stops_restarts_and_raises_one_critical(
         states.append(row(report, "container:worker")[0])
         clock.advance(60)
     assert engine.restarts == ["worker", "worker"]  # the budget: 2 per hour
-    assert states[-6:] == [State.CRITICAL] * 6 and "restart budget spent (2 restarts" in row(report, "container:worker")[1]
+    assert (
+        states[-6:] == [State.CRITICAL] * 6 and "restart budget spent (2 restarts" in row(report, "container:worker")[1]
+    )
     critical = [m for m in receiver.received if m["type"] == "failure"]
     assert len(critical) == 1 and "[vvctl CRITICAL]" in critical[0]["title"]
     assert "left alone" in critical[0]["message"] and "hint:" in critical[0]["message"]
@@ -110,7 +114,9 @@ def test_backoff_doubles_between_restarts(make_box: MakeBox, engine: FakeDockerE
     assert at[:4] == [0, 100, 300, 700]  # waits 100 s, then 200 s, then 400 s
 
 
-def test_docker_own_restarts_are_counted_and_recorded(box: Settings, engine: FakeDockerEngine, clock: FakeClock) -> None:
+def test_docker_own_restarts_are_counted_and_recorded(
+    box: Settings, engine: FakeDockerEngine, clock: FakeClock
+) -> None:
     db = engine.add(FakeContainer("db", restart_count=4, policy="always"))
     monitor_once(box, clients=sdk(engine), sinks=[], clock=clock)
     db.restart_count = 6  # Docker restarted it twice by its policy
@@ -126,7 +132,9 @@ def test_docker_own_restarts_are_counted_and_recorded(box: Settings, engine: Fak
     assert again.facts.restarts["db"] == (0, 2)  # not counted twice
 
 
-def test_selection_by_name_label_and_compose_project(make_box: MakeBox, engine: FakeDockerEngine, clock: FakeClock) -> None:
+def test_selection_by_name_label_and_compose_project(
+    make_box: MakeBox, engine: FakeDockerEngine, clock: FakeClock
+) -> None:
     box = make_box('containers = ["named", "ghost"]\ncompose_project = "shop"\nschedules = {}')
     engine.add(FakeContainer("named", labels={}))
     engine.add(FakeContainer("labelled"))
@@ -148,12 +156,20 @@ def test_exited_with_an_error_is_restarted_only_when_docker_will_not(
     box: Settings, engine: FakeDockerEngine, clock: FakeClock
 ) -> None:
     engine.add(FakeContainer("left", status="exited", exit_code=1, policy="on-failure", max_retries=3, restart_count=3))
-    engine.add(FakeContainer("docker-does", status="exited", exit_code=1, policy="on-failure", max_retries=3, restart_count=1))
+    engine.add(
+        FakeContainer("docker-does", status="exited", exit_code=1, policy="on-failure", max_retries=3, restart_count=1)
+    )
     engine.add(FakeContainer("clean", status="exited", exit_code=0))
     report = monitor_once(box, clients=sdk(engine), sinks=[], clock=clock)
     assert engine.restarts == ["left"]
-    assert row(report, "container:docker-does")[0] is State.WARN and "Docker restarts it" in row(report, "container:docker-does")[1]
-    assert row(report, "container:clean") == (State.WARN, "exited (exit status 0); left alone; restarts: 0 by vvctl, 0 by Docker")
+    assert (
+        row(report, "container:docker-does")[0] is State.WARN
+        and "Docker restarts it" in row(report, "container:docker-does")[1]
+    )
+    assert row(report, "container:clean") == (
+        State.WARN,
+        "exited (exit status 0); left alone; restarts: 0 by vvctl, 0 by Docker",
+    )
 
 
 def test_docker_absent_is_a_clear_check_result_and_the_other_checks_run(
@@ -169,7 +185,9 @@ def test_docker_absent_is_a_clear_check_result_and_the_other_checks_run(
     assert report.exit_code == 9
 
 
-def test_docker_host_is_honoured(box: Settings, engine: FakeDockerEngine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_host_is_honoured(
+    box: Settings, engine: FakeDockerEngine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", engine.url)
     engine.add(FakeContainer("web"))
     report = monitor_once(box, sinks=[], clock=clock)
@@ -177,7 +195,9 @@ def test_docker_host_is_honoured(box: Settings, engine: FakeDockerEngine, clock:
     assert "GET /containers/json" in engine.requests
 
 
-def test_without_configured_containers_no_docker_is_ok(make_box: MakeBox, clock: FakeClock, monkeypatch, tmp_path) -> None:
+def test_without_configured_containers_no_docker_is_ok(
+    make_box: MakeBox, clock: FakeClock, monkeypatch, tmp_path
+) -> None:
     box = make_box("schedules = {}")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     report = monitor_once(replace(box), sinks=[], clock=clock)

@@ -27,7 +27,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-def test_textfile_is_written_atomically_and_parses(make_box: MakeBox, engine: FakeDockerEngine, clock: FakeClock) -> None:
+def test_textfile_is_written_atomically_and_parses(
+    make_box: MakeBox, engine: FakeDockerEngine, clock: FakeClock
+) -> None:
     box = make_box('metrics_textfile = "metrics/vvctl.prom"\nmin_free_space_gb = 1e9')
     engine.add(FakeContainer("web", restart_count=0, policy="always"))
     clients = MonitorClients(docker=lambda: docker.DockerClient(base_url=engine.url, timeout=5))
@@ -113,7 +115,8 @@ def test_watch_serves_metrics_and_status_and_stops_cleanly(make_box: MakeBox, cl
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("127.0.0.1:9810", ("127.0.0.1", 9810)), ("[::1]:80", ("::1", 80)), ("localhost:0", ("localhost", 0))]
+    ("text", "expected"),
+    [("127.0.0.1:9810", ("127.0.0.1", 9810)), ("[::1]:80", ("::1", 80)), ("localhost:0", ("localhost", 0))],
 )
 def test_serve_address(text: str, expected: tuple[str, int]) -> None:
     assert parse_address(text) == expected
