@@ -173,7 +173,13 @@ def test_dead_man_running_job_and_never_run_job(make_box: MakeBox, clock: FakeCl
     assert found["deadman:orchestrate"].state is State.OK and found["deadman:orchestrate"].value.startswith(
         "running now"
     )
-    assert found["deadman:selftest"].state is State.CRITICAL and found["deadman:selftest"].value == "never succeeded"
+    assert found["deadman:selftest"].state is State.OK
+    assert found["deadman:selftest"].value == "never ran on this box: watched from its first run"
+    _run(box, clock, "selftest", JobStatus.FAILED)  # installed now, but it fails
+    clock.advance(601)
+    observations, _ = check(box, "deadman", clock)
+    (selftest,) = [o for o in observations if o.check == "deadman:selftest"]
+    assert selftest.state is State.CRITICAL and selftest.value.startswith("never succeeded (first run ")
     layout.lock("orchestrate").write_text("999999999\n")  # the holder died: not running any more
     observations, _ = check(box, "deadman", clock)
     assert {o.check: o.state for o in observations}["deadman:orchestrate"] is State.CRITICAL

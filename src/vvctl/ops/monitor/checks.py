@@ -311,23 +311,26 @@ def deadman(ctx: CheckContext) -> Iterable[Observation]:
     settings = ctx.settings
     grace = timedelta(seconds=settings.deadman_grace_s)
     successes = ctx.jobs.last_successes()
-    first = ctx.store.first_job_start() or ctx.now
     for job, expression in sorted(settings.schedules.items()):
         last = successes.get(job)
         finished = parse_rfc3339(last.finished_at or last.started_at) if last is not None else None
         if finished is not None:
             ctx.facts.last_success[job] = finished.timestamp()
+        first = ctx.store.first_job_start(job)
         running = _job_running(ctx, job)
-        due = _next_fire(expression, finished or first)
+        due = _next_fire(expression, finished or first or ctx.now)
         then = _next_fire(expression, due)
         if running is not None:
             state, value = State.OK, f"running now (since {rfc3339(running)})"
+        elif first is None:
+            # Not installed here yet (no run at all, not even a failed one): watched from its first run on.
+            state, value = State.OK, "never ran on this box: watched from its first run"
         else:
             state = State.OK if ctx.now <= due + grace else State.WARN if ctx.now <= then + grace else State.CRITICAL
             value = (
                 f"last success {duration((ctx.now - finished).total_seconds())} ago ({rfc3339(finished)})"
                 if finished is not None
-                else "never succeeded"
+                else f"never succeeded (first run {rfc3339(first)})"
             )
         yield Observation(
             check=f"deadman:{job}",

@@ -112,7 +112,7 @@ class MonitorStore(StateStore):
         )
         return None if row is None else Path(row["analytic_path"])
 
-    def first_job_start(self) -> datetime | None:
-        """When the first job ever ran on this box (the dead-man check's reference for jobs never run)."""
-        row = self._one("SELECT MIN(started_at) AS first FROM job_runs", ())
+    def first_job_start(self, job: str) -> datetime | None:
+        """When ``job`` first ran on this box (the dead-man check's reference for a job that never succeeded)."""
+        row = self._one("SELECT MIN(started_at) AS first FROM job_runs WHERE job = ?", (job,))
         return parse_rfc3339(row["first"]) if row is not None and row["first"] else None
