@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vvctl.cli.options import JsonOption, StorageRootOption
+from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.signals import stop_on_signals
 from vvctl.cli.state import get_state
@@ -70,7 +70,6 @@ def command(
         ),
     ] = None,
     storage_root: StorageRootOption = None,
-    json_output: JsonOption = False,
 ) -> None:
     """Check the box, the pipeline and its Docker containers; restart unhealthy containers within a budget;
     alert people once per change (Apprise alert_urls, alert_command); write Prometheus metrics.
@@ -92,7 +91,6 @@ def command(
     from vvctl.ops.monitor.metrics import parse_address
 
     state = get_state(ctx)
-    state.json = state.json or json_output
     if once and interval is not None:
         raise UsageError("--interval applies to --watch only")
     if once and serve is not None:

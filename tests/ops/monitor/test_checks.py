@@ -237,10 +237,30 @@ def test_gaps_and_a_changed_verified_head_are_critical(box: Settings, clock: Fak
         expected = "seq 6 is missing but seq 7 exists"
     else:
         paths[-1].write_bytes(paths[-1].read_bytes().replace(b"record 3", b"record Z"))
-        expected = "seq 4, verified before, was changed, duplicated or removed"
+        expected = "seq 4, verified before, was changed or duplicated"
     observations, _ = check(box, "loglines", clock)
     (videos,) = [o for o in observations if o.check == "loglines:videos"]
     assert videos.state is State.CRITICAL and videos.value.startswith(expected)
+
+
+def test_loglines_pruned_after_an_export_are_not_a_problem(box: Settings, clock: FakeClock) -> None:
+    paths = _append(box, clock, 6)
+    for path in paths[:2]:  # exported and pruned before the monitor first looked
+        path.unlink()
+    observations, facts = check(box, "loglines", clock)
+    assert [o.state for o in observations if o.check == "loglines:videos"] == [State.OK]
+    assert facts.loglines_verified["videos"] == 4
+    more = _append(box, clock, 2)
+    for path in paths[2:]:  # the rest, including the head verified last, exported and pruned too
+        path.unlink()
+    observations, facts = check(box, "loglines", clock)
+    assert [o.state for o in observations if o.check == "loglines:videos"] == [State.OK]
+    assert facts.loglines_verified["videos"] == 2
+    assert len(more) == 2
+    (newest,) = _append(box, clock, 1)
+    newest.write_bytes(newest.read_bytes().replace(b"record 0", b"record Y"))  # tampering still shows
+    observations, _ = check(box, "loglines", clock)
+    assert [o.state for o in observations if o.check == "loglines:videos"] == [State.CRITICAL]
 
 
 def _analysed(settings: Settings, clock: FakeClock, *, provider: str, fallback: bool) -> None:

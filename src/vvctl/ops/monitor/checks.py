@@ -361,18 +361,29 @@ def verify_new_loglines(
 
     Each new record must verify on its own (signature, canonical form, known key) and link to the one
     before it; the head verified last time must still be there with the same bytes. Older records are
-    not read again: a full audit is ``vvctl verify-logline``.
+    not read again: a full audit is ``vvctl verify-logline``. LogLines pruned after an export are expected
+    to be gone: only what is still there is read.
     """
     files = scan_log_files(directory)
-    seq, prev = (head.seq, head.hash) if head is not None else (0, ZERO_HASH)
+    prev: str | None
     if head is not None:
+        seq, prev = head.seq, head.hash
         paths = files.get(head.seq, [])
-        try:
-            same = len(paths) == 1 and chain_hash(paths[0].read_bytes()) == head.hash
-        except OSError:
-            same = False
-        if not same:
-            return _Verified(head, 0, f"seq {head.seq}, verified before, was changed, duplicated or removed")
+        # A head no longer there was pruned once exported (export-logs): the next record must still link
+        # to its recorded hash. One still there must have the same bytes.
+        if paths:
+            try:
+                same = len(paths) == 1 and chain_hash(paths[0].read_bytes()) == head.hash
+            except OSError:
+                same = False
+            if not same:
+                return _Verified(head, 0, f"seq {head.seq}, verified before, was changed or duplicated")
+    elif files and min(files) > 1:
+        # The log's start was exported and pruned before the monitor first saw it: start at the first
+        # record present (its link backwards is what verify-logline --anchor checks against the export).
+        seq, prev = min(files) - 1, None
+    else:
+        seq, prev = 0, ZERO_HASH
     count = 0
     problem: str | None = None
     while count < limit and seq + 1 in files:
@@ -387,7 +398,7 @@ def verify_new_loglines(
         if verdict.seq != seq + 1 or verdict.log != log:
             problem = f"{paths[0].name} claims log {verdict.log!r} seq {verdict.seq}"
             break
-        if verdict.prev != prev:
+        if prev is not None and verdict.prev != prev:
             problem = f"seq {seq + 1} ({paths[0].name}): its prev is not the hash of seq {seq}"
             break
         assert verdict.hash is not None
@@ -397,7 +408,7 @@ def verify_new_loglines(
         later = [n for n in files if n > seq + 1]
         if later:
             problem = f"seq {seq + 1} is missing but seq {min(later)} exists"
-    new_head = VerifiedHead(log, seq, prev) if seq > 0 else head
+    new_head = VerifiedHead(log, seq, prev) if count and prev is not None else head
     return _Verified(new_head, count, problem)
 
 
