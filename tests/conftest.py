@@ -127,3 +127,12 @@ def tiny_yolo(tmp_path_factory: pytest.TempPathFactory) -> YoloFactory:
         return path
 
     return make
+
+
+@pytest.fixture
+def receiver() -> Iterator[object]:
+    """A real HTTP server on 127.0.0.1 that records Apprise ``json://`` alerts."""
+    from tests.ops.monitor.fakes import AlertReceiver
+
+    with AlertReceiver() as fake:
+        yield fake

@@ -91,6 +91,13 @@ def input_error(tmp: Path) -> subprocess.CompletedProcess[str]:
     return vvctl(tmp, "keys", "export-public", "--out", str(tmp / "public.json"))
 
 
+def critical(tmp: Path) -> subprocess.CompletedProcess[str]:
+    root = box(tmp)
+    with (tmp / "config.toml").open("a") as config:
+        config.write("\nmin_free_space_critical_gb = 1e9\n")  # far more free space than any disk has
+    return vvctl(tmp, "monitor", "--once", "--storage-root", str(root), env={"DOCKER_HOST": f"unix://{tmp}/no.sock"})
+
+
 SCENARIOS: dict[ExitCode, Callable[[Path], subprocess.CompletedProcess[str]]] = {
     ExitCode.OK: ok,
     ExitCode.FINDINGS: findings,
@@ -101,6 +108,7 @@ SCENARIOS: dict[ExitCode, Callable[[Path], subprocess.CompletedProcess[str]]] = 
     ExitCode.STORAGE: storage,
     ExitCode.DEPENDENCY: dependency,
     ExitCode.INPUT: input_error,
+    ExitCode.CRITICAL: critical,
 }
 
 
@@ -108,7 +116,7 @@ SCENARIOS: dict[ExitCode, Callable[[Path], subprocess.CompletedProcess[str]]] = 
 def test_real_process_exits_with_the_documented_code(code: ExitCode, tmp_path: Path) -> None:
     result = SCENARIOS[code](tmp_path)
     assert result.returncode == code, (result.stdout, result.stderr)
-    if code not in (ExitCode.OK, ExitCode.FINDINGS):
+    if code not in (ExitCode.OK, ExitCode.FINDINGS, ExitCode.CRITICAL):
         one_line_error(result)
 
 

@@ -185,3 +185,28 @@ def test_last_successes_is_what_the_dead_man_check_reads(settings: Settings) -> 
     assert success.id == first.run_id and success.status is JobStatus.WARNING
     with StateStore(StorageLayout(settings.storage_root).state_db) as store:
         assert store.last_job("tidy") is not None and store.last_job("tidy").status is JobStatus.FAILED  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class QuietReport:
+    outcome: JobOutcome
+    summary: str
+    quiet: bool
+
+
+def test_a_quiet_run_is_recorded_without_a_run_logline(settings: Settings) -> None:
+    before = len(job_records(settings))
+    quiet = run_job(settings, SPEC, lambda ctx: QuietReport(JobOutcome.WARNING, "nothing changed", True))
+    assert quiet.logline is None and len(job_records(settings)) == before
+    assert runs(settings)[-1] == ("tidy", "warning", "nothing changed")
+
+    def eventful(ctx: JobContext) -> QuietReport:
+        ctx.record("restarted a container", "web", source={"type": "container", "id": "web"})
+        return QuietReport(JobOutcome.OK, "restarted web", False)
+
+    loud = run_job(settings, SPEC, eventful)
+    assert loud.logline is not None and [r["did"] for r in job_records(settings)[before:]] == [
+        "restarted a container",
+        "tidied the box",
+    ]
+    assert verify_all(settings)

@@ -135,3 +135,13 @@ def test_each_setting_is_defined_once_in_the_schema() -> None:
     assert all(module._FIELD_TYPES[key] in module._CONVERTERS for key in fields)
     loaded = module.load_settings(None, env={})
     assert dict(loaded.settings.retention_days) == props["retention_days"]["default"]
+
+
+def test_a_secret_that_fails_validation_is_not_quoted(config_file: Path) -> None:
+    write(config_file, 'alert_urls = ["hooks.example.invalid/T000/SECRETTOKEN"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file, env={})
+    assert "SECRETTOKEN" not in info.value.message and "alert_urls" in info.value.message
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file.parent / "none.toml", env={"VV_ALERT_URLS": '["no-scheme-SECRETTOKEN"]'})
+    assert "SECRETTOKEN" not in info.value.message and "VV_ALERT_URLS" in info.value.message

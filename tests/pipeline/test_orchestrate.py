@@ -213,6 +213,8 @@ def test_status_json_matches_the_storage_root(box: Box, clips: dict[str, Path], 
     assert status["quarantined"][0]["reason"] == "not_a_video"
     [run] = status["last_runs"]
     assert run["job"] == "orchestrate" and run["status"] == "warning" and run["finished_at"]
+    # A warning run did its work: it is the job's last success (what the monitor's dead-man check reads).
+    assert status["last_successes"]["orchestrate"]["id"] == run["id"]
     heads = {h["log"]: h["seq"] for h in status["chain_heads"]}
     assert heads["videos"] == len(box.files("loglines/videos", "*.logline.json")) == 3
     assert heads["jobs"] == len(box.files("loglines/jobs", "*.logline.json"))

@@ -19,6 +19,7 @@ from vvctl.cli import (
     doctor,
     export_logs,
     keys,
+    monitor,
     orchestrate,
     retry,
     statedb,
@@ -120,6 +121,7 @@ app.command("export-logs")(export_logs.command)
 app.command("retry")(retry.command)
 app.add_typer(statedb.app, name="state")
 app.command("cleanup")(cleanup.command)
+app.command("monitor")(monitor.command)
 
 
 def main() -> None:

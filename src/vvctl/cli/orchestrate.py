@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -26,33 +23,13 @@ from rich.progress import (
 from vvctl.cli.console import make_console
 from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
+from vvctl.cli.signals import stop_on_signals
 from vvctl.cli.state import get_state
 from vvctl.core.errors import ExitCode, LockedError, UsageError
 from vvctl.core.jobs import exit_code_for
 
 if TYPE_CHECKING:
     from vvctl.pipeline.orchestrate import OrchestrateReport, ProgressEvent, VideoResult
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set ``stop`` (the run finishes cleanly); a second signal acts as usual (kills)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
-
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _result_line(result: VideoResult) -> str:
@@ -226,7 +203,7 @@ def command(
     stop = threading.Event()
     live = _Live(lines=show, bars=bars, console=make_console(stderr=bars), warn=_warn)
     try:
-        with _stop_on_signals(stop), live:
+        with stop_on_signals(stop), live:
             report = orchestrate(
                 settings,
                 mode=Mode.ONCE if once else Mode.WATCH,

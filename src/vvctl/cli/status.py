@@ -45,9 +45,28 @@ def _human(console: Console, report: StatusReport) -> None:
     _issues(console, "processing", report.processing)
     _issues(console, "failed attempts (retried by the next run)", report.failed)
     _issues(console, "quarantined", report.quarantined)
-    runs = Table("job", "run", "status", "started", "finished", "summary", title="last runs", title_justify="left")
+    runs = Table(
+        "job",
+        "run",
+        "status",
+        "started",
+        "finished",
+        "last success",
+        "summary",
+        title="last runs",
+        title_justify="left",
+    )
     for run in report.last_runs:
-        runs.add_row(run.job, str(run.id), run.status.value, run.started_at, run.finished_at or "", run.summary or "")
+        success = report.last_successes.get(run.job)
+        runs.add_row(
+            run.job,
+            str(run.id),
+            run.status.value,
+            run.started_at,
+            run.finished_at or "",
+            (success.finished_at or "") if success else "never",
+            run.summary or "",
+        )
     console.print(runs if report.last_runs else "last runs: no job has run yet")
     heads = Table("log", "seq", "head hash", "updated", title="LogLine chain heads", title_justify="left")
     for head in report.chain_heads:

@@ -29,6 +29,8 @@ class ExitCode(IntEnum):
     """A runtime dependency is missing or unusable (video decoder, inference provider, Docker)."""
     INPUT = 8
     """An input file is unusable (not a video, not JSON, wrong format)."""
+    CRITICAL = 9
+    """A check is CRITICAL (``vvctl monitor``): something a person must act on now."""
     INTERRUPTED = 130
     """Stopped by SIGINT/SIGTERM before finishing."""
     INTERNAL = 70

@@ -13,7 +13,9 @@
    and one-line summary; rows of runs killed mid-way are closed as ``killed`` by the next run;
 4. JSON log lines for the start and the end of the run in ``logs/``;
 5. one signed LogLine in the ``jobs`` log at the end (``ok``, ``warning`` or ``failed``), also when the
-   job raised (best effort: with the disk full the record may not fit; the row still tells);
+   job raised (best effort: with the disk full the record may not fit; the row still tells); a report
+   whose ``quiet`` attribute is true (nothing happened worth a record: a monitor pass without a change)
+   gets none;
 6. one translation of OS and SQLite storage errors into :class:`StorageError` (exit 6); when the disk is
    full the reserve is freed first, so the run's own bookkeeping still fits and no row stays ``running``.
 
@@ -182,7 +184,7 @@ class JobRunResult(Generic[R]):
     run_id: int
     status: JobStatus
     logline: Path | None
-    """The run's signed LogLine in the ``jobs`` log."""
+    """The run's signed LogLine in the ``jobs`` log (None for a ``quiet`` run)."""
     loglines: tuple[Path, ...]
     """Every ``jobs`` LogLine of the run (event records first, the run's own last)."""
     duration_s: float
@@ -268,7 +270,10 @@ def run_job(
             # A report may say it was cut short by a stop request (``interrupted``): recorded as such.
             status = JobStatus.INTERRUPTED if getattr(report, "interrupted", False) else _RUN_STATUS[report.outcome]
             try:
-                written = ctx.record_run(status, report.summary)
+                # A report may say nothing happened worth a signed record (``quiet``: a monitor pass that
+                # found no change); its run is still a job_runs row and two JSON log lines.
+                quiet = bool(getattr(report, "quiet", False)) and status is not JobStatus.INTERRUPTED
+                written = None if quiet else ctx.record_run(status, report.summary)
             except VVError as exc:
                 # The work is done; only the job's own record failed (disk full): say so in the row.
                 ctx.disk_full(exc)
@@ -280,7 +285,7 @@ def run_job(
                 "job finished",
                 extra={"status": status.value, "summary": report.summary, "duration_s": round(duration, 3)},
             )
-    return JobRunResult(report, run_id, status, written.path, tuple(ctx.loglines), duration)
+    return JobRunResult(report, run_id, status, written.path if written else None, tuple(ctx.loglines), duration)
 
 
 def last_successes(settings: Settings) -> dict[str, JobRun]:

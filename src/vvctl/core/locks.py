@@ -44,6 +44,29 @@ def exclusive_lock(path: Path, *, what: str, wait: bool = False) -> Iterator[Non
         os.close(fd)
 
 
+def lock_holder(path: Path) -> int | None:
+    """The pid written by the last holder of the lock at ``path`` when that process is still alive.
+
+    Read without taking the lock (a probe that took it, even for a moment, could make a real run exit 4).
+    The pid stays in the file after release, so callers pair this with their own record that the job is
+    running (its job-run row).
+    """
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, owned by another user
+    return pid
+
+
 def _read_holder(fd: int) -> str:
     try:
         pid = os.pread(fd, 32, 0).decode().strip()

@@ -71,8 +71,24 @@ class Settings:
     status_rules: tuple[StatusRule, ...]
     retention_days: Mapping[str, int]
     alert_urls: tuple[str, ...]
+    alert_command: str
+    realert_after_s: float
     containers: tuple[str, ...]
+    compose_project: str
+    container_grace_s: float
+    restart_budget: int
+    restart_window_s: float
+    restart_backoff_s: float
     min_free_space_gb: float
+    min_free_space_critical_gb: float
+    backlog_warn_age_s: float
+    backlog_critical_age_s: float
+    quarantine_window_s: float
+    quarantine_warn_count: int
+    quarantine_critical_count: int
+    schedules: Mapping[str, str]
+    deadman_grace_s: float
+    metrics_textfile: str
     log_level: str
     log_max_bytes: int
     log_backups: int
@@ -208,8 +224,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
         validate(document, CONFIG_SCHEMA)
     except SchemaViolation as exc:
         key = exc.field.removeprefix("$.")
-        raise ConfigError(f"config file {path}: key '{key}': {exc.reason}") from None
+        raise ConfigError(f"config file {path}: key '{key}': {_reason(key, exc)}") from None
     return document
+
+
+def _reason(key: str, exc: SchemaViolation) -> str:
+    """The schema's complaint, unless it would quote a secret value (a webhook URL with its token)."""
+    top = key.split(".")[0].split("[")[0]
+    return "invalid value (not shown: the setting is a secret)" if top in secret_keys() else exc.reason
 
 
 def _env_value(name: str, text: str, spec: Mapping[str, Any]) -> Any:
@@ -296,7 +318,7 @@ def load_settings(
     except SchemaViolation as exc:
         key = exc.field.removeprefix("$.").split(".")[0].split("[")[0]
         origin = _describe_origin(sources.get(key, Source.DEFAULT), key, path)
-        raise ConfigError(f"{origin}: {exc.reason}") from None
+        raise ConfigError(f"{origin}: {_reason(key, exc)}") from None
 
     root = Path(str(merged["storage_root"])).expanduser()
     if not root.is_absolute():

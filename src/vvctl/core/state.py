@@ -80,6 +80,47 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE videos ADD COLUMN removed_at TEXT;
     """,
+    # 3: alert state (vvctl.core.alerts) and what the monitor remembers between runs (vvctl.ops.monitor)
+    """
+    CREATE TABLE IF NOT EXISTS alert_states (
+        check_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL CHECK (state IN ('OK','WARN','CRITICAL')),
+        since TEXT NOT NULL,
+        checked_at TEXT NOT NULL,
+        what TEXT NOT NULL,
+        location TEXT NOT NULL,
+        value TEXT NOT NULL,
+        threshold TEXT NOT NULL,
+        hint TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS alert_deliveries (
+        check_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL,
+        notified_at TEXT NOT NULL,
+        PRIMARY KEY (check_id, target)
+    );
+    CREATE TABLE IF NOT EXISTS monitor_containers (
+        name TEXT PRIMARY KEY,
+        container_id TEXT NOT NULL,
+        docker_restart_count INTEGER NOT NULL,
+        unhealthy_since TEXT,
+        docker_restarts INTEGER NOT NULL DEFAULT 0,
+        vvctl_restarts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS container_restarts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS container_restarts_name ON container_restarts(name, at);
+    CREATE TABLE IF NOT EXISTS verified_heads (
+        log TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        verified_at TEXT NOT NULL
+    )
+    """,
 )
 
 

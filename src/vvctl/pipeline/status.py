@@ -79,6 +79,8 @@ class StatusReport:
     """Failed attempts waiting for a retry (or files gone missing mid-analysis)."""
     quarantined: list[VideoIssue] = field(default_factory=list)
     last_runs: list[JobRun] = field(default_factory=list)
+    last_successes: dict[str, JobRun] = field(default_factory=dict)
+    """The newest ok or warning run of each job: "when did each job last succeed?" (the dead-man figure)."""
     chain_heads: list[ChainHeadRow] = field(default_factory=list)
     disk: Disk | None = None
 
@@ -132,6 +134,7 @@ def collect_status(settings: Settings, *, now: float | None = None) -> StatusRep
     failed: list[VideoIssue] = []
     quarantined: list[VideoIssue] = []
     last_runs: list[JobRun] = []
+    successes: dict[str, JobRun] = {}
     heads: list[ChainHeadRow] = []
     if layout.state_db.exists():  # else nothing ever ran: all empty
         with VideoStateStore(layout.state_db, readonly=True) as db:
@@ -140,6 +143,7 @@ def collect_status(settings: Settings, *, now: float | None = None) -> StatusRep
             failed = [_issue(r) for r in db.with_status(VideoStatus.FAILED)]
             quarantined = [_issue(r) for r in db.with_status(VideoStatus.QUARANTINED)]
             last_runs = db.last_runs()
+            successes = db.last_successes()
             heads = db.chain_heads()
     return StatusReport(
         storage_root=layout.root,
@@ -151,6 +155,7 @@ def collect_status(settings: Settings, *, now: float | None = None) -> StatusRep
         failed=failed,
         quarantined=quarantined,
         last_runs=last_runs,
+        last_successes=successes,
         chain_heads=heads,
         # Full: orchestrate would stop at once (it needs its reserve and room to open the database).
         disk=Disk(free_bytes=free, full=free < MIN_FREE_BYTES + SpaceReserve(layout.state).missing_bytes()),
