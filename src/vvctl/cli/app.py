@@ -15,13 +15,16 @@ from vvctl.cli import (
     checkpoint,
     cleanup,
     config,
+    crontab,
     demo,
     doctor,
     export_logs,
+    install,
     keys,
     monitor,
     orchestrate,
     retry,
+    selftest,
     statedb,
     status,
     verify_logline,
@@ -122,6 +125,9 @@ app.command("retry")(retry.command)
 app.add_typer(statedb.app, name="state")
 app.command("cleanup")(cleanup.command)
 app.command("monitor")(monitor.command)
+app.command("install")(install.command)
+app.command("crontab")(crontab.command)
+app.command("selftest")(selftest.command)
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vvctl.core.atomic import atomic_copy, atomic_write_text
 from vvctl.core.errors import UsageError
@@ -20,7 +22,7 @@ from vvctl.core.keystore import load_verification_keys
 from vvctl.core.settings import load_settings
 from vvctl.core.verify import verify_paths
 from vvctl.data import bundled_sample_clip
-from vvctl.ops.bootstrap import bootstrap
+from vvctl.ops.bootstrap import _toml_value, bootstrap
 from vvctl.pipeline.orchestrate import VideoResult, orchestrate
 
 MARKER = ".vvctl-demo"
@@ -59,16 +61,19 @@ def prepare_root(storage_root: Path | None) -> Path:
     return root
 
 
-def run_demo(storage_root: Path | None = None) -> DemoReport:
+def run_demo(storage_root: Path | None = None, *, settings: Mapping[str, Any] | None = None) -> DemoReport:
+    """``settings``: config keys to use instead of the defaults (the self-test passes the box's own model
+    and inference settings), written into the demo's config."""
     root = prepare_root(storage_root)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / MARKER, "made by 'vvctl demo'; safe to delete\n")
     config = root / CONFIG_NAME
     if not config.exists():
         # settle_s = 0: the clip is copied in atomically, so it is complete the moment it appears.
+        extra = "".join(f"{key} = {_toml_value(value)}\n" for key, value in (settings or {}).items())
         atomic_write_text(
             config,
-            f"# Written by 'vvctl demo'.\nstorage_root = {json.dumps(str(root))}\nsettle_s = 0\n",
+            f"# Written by 'vvctl demo'.\nstorage_root = {json.dumps(str(root))}\nsettle_s = 0\n{extra}",
         )
     loaded = load_settings(config, env={}, require_file=True)
 

@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vvctl.core.alerts import Observation, State
-from vvctl.core.errors import ConfigError, VVError
+from vvctl.core.errors import VVError
 from vvctl.core.hardware import has_gpu
 from vvctl.core.keystore import load_keystore
 from vvctl.core.layout import StorageLayout
 from vvctl.core.locks import lock_holder
 from vvctl.core.logline import LOG_NAME, ZERO_HASH, chain_hash, scan_log_files
+from vvctl.core.schedules import job_schedules, next_fire
 from vvctl.core.settings import Settings
 from vvctl.core.signing import VerificationKeys
 from vvctl.core.state import JobStatus, StateStore
@@ -281,23 +282,6 @@ def quarantine(ctx: CheckContext) -> Iterable[Observation]:
 # -- the dead-man switch -----------------------------------------------------------------------------------------
 
 
-def validate_schedule(job: str, expression: str) -> None:
-    """A five-field cron expression (or an ``@daily``-style alias) that cron and croniter both accept."""
-    from croniter import croniter
-
-    text = expression.strip()
-    fields = text.split()
-    if not (len(fields) == 5 or (len(fields) == 1 and text.startswith("@"))) or not croniter.is_valid(text):
-        raise ConfigError(f"schedules: '{job}' = {expression!r} is not a five-field cron expression")
-
-
-def _next_fire(expression: str, after: datetime) -> datetime:
-    """The first time ``expression`` fires strictly after ``after``, in this machine's local time as cron does."""
-    from croniter import croniter
-
-    return croniter(expression, after.astimezone()).get_next(datetime)
-
-
 def _job_running(ctx: CheckContext, job: str) -> datetime | None:
     """When the job's current run started, if it is running now (its row open and its lock holder alive)."""
     run = ctx.jobs.last_job(job)
@@ -311,15 +295,16 @@ def deadman(ctx: CheckContext) -> Iterable[Observation]:
     settings = ctx.settings
     grace = timedelta(seconds=settings.deadman_grace_s)
     successes = ctx.jobs.last_successes()
-    for job, expression in sorted(settings.schedules.items()):
+    for schedule in sorted(job_schedules(settings), key=lambda s: s.name):
+        job, expression = schedule.name, schedule.expression
         last = successes.get(job)
         finished = parse_rfc3339(last.finished_at or last.started_at) if last is not None else None
         if finished is not None:
             ctx.facts.last_success[job] = finished.timestamp()
         first = ctx.store.first_job_start(job)
         running = _job_running(ctx, job)
-        due = _next_fire(expression, finished or first or ctx.now)
-        then = _next_fire(expression, due)
+        due = next_fire(expression, finished or first or ctx.now)
+        then = next_fire(expression, due)
         if running is not None:
             state, value = State.OK, f"running now (since {rfc3339(running)})"
         elif first is None:
@@ -489,6 +474,5 @@ __all__ = [
     "duration",
     "register",
     "run_checks",
-    "validate_schedule",
     "verify_new_loglines",
 ]

@@ -29,10 +29,11 @@ from vvctl.core.errors import LockedError, StorageError, VVError
 from vvctl.core.jobs import JobContext, JobRunResult, JobSpec, run_job
 from vvctl.core.layout import StorageLayout, check_storage_root
 from vvctl.core.locks import lock_holder
+from vvctl.core.schedules import job_schedules
 from vvctl.core.settings import Settings
 from vvctl.core.timeutil import Clock, parse_rfc3339, rfc3339, utcnow
 from vvctl.ops.monitor import containers as _containers  # noqa: F401 - registers the container check
-from vvctl.ops.monitor.checks import CheckContext, MonitorClients, run_checks, validate_schedule
+from vvctl.ops.monitor.checks import CheckContext, MonitorClients, run_checks
 from vvctl.ops.monitor.metrics import MetricsServer, write_textfile
 from vvctl.ops.monitor.report import CheckRow, DeliveryRow, Mode, MonitorReport
 from vvctl.ops.monitor.store import MonitorStore
@@ -144,8 +145,7 @@ class _Monitor:
 
 
 def _validate(settings: Settings) -> None:
-    for job, expression in settings.schedules.items():
-        validate_schedule(job, expression)
+    job_schedules(settings)  # a schedule that is not a cron expression is a config error (exit 3)
 
 
 def monitor_once(
