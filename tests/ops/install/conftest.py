@@ -124,9 +124,7 @@ def scratch_dist(tmp_path: Path) -> Distribution:
 
 
 def clients_for(user: ScratchUser | None = None, **overrides: object) -> InstallClients:
-    clients = InstallClients(
-        crontab_user=user.name if user else None, daemons=lambda: ["cron (pid 1)"]
-    )
+    clients = InstallClients(crontab_user=user.name if user else None, daemons=lambda: ["cron (pid 1)"])
     for key, value in overrides.items():
         setattr(clients, key, value)
     return clients

@@ -192,7 +192,8 @@ def test_every_generated_line_succeeds_when_run_as_cron_runs_it(
         result = subprocess.run(["env", "-i", "sh", "-c", command], capture_output=True, timeout=300, check=False)
         log = root / "logs" / f"cron-{job}.log"
         output = log.read_text() if log.exists() else ""
-        assert result.returncode == 0, f"{job}: exit {result.returncode} after {time.monotonic() - started:.1f}s\n{output}"
+        took = time.monotonic() - started
+        assert result.returncode == 0, f"{job}: exit {result.returncode} after {took:.1f}s\n{output}"
         ran.append(job)
     assert {"orchestrate", "selftest"} <= set(ran)
     if missing:

@@ -169,7 +169,10 @@ def _resolve(
     except (FileNotFoundError, VVError):  # a malformed manifest only loses its hint here; --check reports it
         recorded = None
     previous = recorded["scheduler"] if recorded else None
-    kind = scheduler or (SchedulerKind(previous["kind"]) if previous else SchedulerKind.CRONTAB)
+    if scheduler is not None:
+        kind = SchedulerKind(scheduler)
+    else:
+        kind = SchedulerKind(previous["kind"]) if previous else SchedulerKind.CRONTAB
     if system is None:
         system = bool(previous and previous["kind"] == kind.value and previous["scope"] == "system")
     return kind, system, previous

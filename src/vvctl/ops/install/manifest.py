@@ -242,12 +242,13 @@ def _current(entry: Entry, read_crontab: BlockReader) -> Drift | None:
             return Drift(entry.path, entry.role, Problem.MISSING, "the vvctl block is not there")
         digest = sha256_bytes(block.encode("utf-8", "surrogateescape"))
     else:
-        try:
-            digest = sha256_file(Path(entry.path))
-        except FileNotFoundError:
+        path = Path(entry.path)
+        if not path.exists():
             return Drift(entry.path, entry.role, Problem.MISSING)
-        except OSError as exc:
-            return Drift(entry.path, entry.role, Problem.UNREADABLE, exc.strerror or str(exc))
+        try:
+            digest = sha256_file(path)
+        except StorageError as exc:
+            return Drift(entry.path, entry.role, Problem.UNREADABLE, exc.message)
     if digest != entry.sha256:
         return Drift(entry.path, entry.role, Problem.CHANGED, f"sha256 {digest[:12]}…, recorded {entry.sha256[:12]}…")
     return None
