@@ -10,7 +10,11 @@ is absent.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +140,53 @@ def receiver() -> Iterator[object]:
 
     with AlertReceiver() as fake:
         yield fake
+
+
+def _crontab(user: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["crontab", "-u", user, *args], input=stdin, capture_output=True, check=False, timeout=30)
+
+
+@dataclass
+class ScratchUser:
+    name: str
+
+    def read(self) -> bytes | None:
+        result = _crontab(self.name, "-l")
+        if result.returncode != 0:
+            assert b"no crontab for" in result.stderr, result.stderr
+            return None
+        return result.stdout
+
+    def write(self, data: bytes | None) -> None:
+        if data is None:
+            _crontab(self.name, "-r")
+            return
+        result = _crontab(self.name, "-", stdin=data)
+        assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="session")
+def scratch_user_name() -> Iterator[str]:
+    """A system user made for this test session (root only): its crontab is a real one, not root's."""
+    if os.geteuid() != 0:
+        pytest.skip("a scratch user for a real crontab needs root")
+    for tool in ("crontab", "useradd", "userdel"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"'{tool}' is not installed (Debian: apt-get install cron passwd)")
+    name = f"vvt{secrets.token_hex(4)}"
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True, timeout=60
+    )
+    try:
+        yield name
+    finally:
+        _crontab(name, "-r")
+        subprocess.run(["userdel", name], check=False, timeout=60)
+
+
+@pytest.fixture
+def scratch_user(scratch_user_name: str) -> Iterator[ScratchUser]:
+    user = ScratchUser(scratch_user_name)
+    user.write(None)
+    yield user
+    user.write(None)

@@ -3,17 +3,12 @@ holds, a config and storage root in ``tmp_path``, and a scratch installed distri
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib.metadata import Distribution, PathDistribution
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import ScratchUser
 from vvctl.core.settings import LoadedSettings, load_settings
 from vvctl.ops.install.install import InstallClients
 
@@ -26,56 +21,6 @@ FOREIGN = (
     b"@reboot  /usr/bin/true\n"
     b"# caf\xc3\xa9 and a byte that is not UTF-8: \xff\n"
 )
-
-
-def _crontab(user: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["crontab", "-u", user, *args], input=stdin, capture_output=True, check=False, timeout=30)
-
-
-@dataclass
-class ScratchUser:
-    name: str
-
-    def read(self) -> bytes | None:
-        result = _crontab(self.name, "-l")
-        if result.returncode != 0:
-            assert b"no crontab for" in result.stderr, result.stderr
-            return None
-        return result.stdout
-
-    def write(self, data: bytes | None) -> None:
-        if data is None:
-            _crontab(self.name, "-r")
-            return
-        result = _crontab(self.name, "-", stdin=data)
-        assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture(scope="session")
-def scratch_user_name() -> Iterator[str]:
-    """A system user made for this test session (root only): its crontab is a real one, not root's."""
-    if os.geteuid() != 0:
-        pytest.skip("a scratch user for a real crontab needs root")
-    for tool in ("crontab", "useradd", "userdel"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"'{tool}' is not installed (Debian: apt-get install cron passwd)")
-    name = f"vvt{secrets.token_hex(4)}"
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True, timeout=60
-    )
-    try:
-        yield name
-    finally:
-        _crontab(name, "-r")
-        subprocess.run(["userdel", name], check=False, timeout=60)
-
-
-@pytest.fixture
-def scratch_user(scratch_user_name: str) -> Iterator[ScratchUser]:
-    user = ScratchUser(scratch_user_name)
-    user.write(None)
-    yield user
-    user.write(None)
 
 
 @pytest.fixture

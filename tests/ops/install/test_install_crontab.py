@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from tests.ops.install.conftest import FOREIGN, ScratchUser, clients_for, loaded_for
+from tests.conftest import ScratchUser
+from tests.ops.install.conftest import FOREIGN, clients_for, loaded_for
 from vvctl.cli.app import app
 from vvctl.ops.install.crontab import BEGIN, END, CronDFile, command_lines, cron_unescape
 from vvctl.ops.install.install import Change, check, install, uninstall
