@@ -214,3 +214,14 @@ def test_a_bad_schedule_stops_install_before_anything_is_written(
     with pytest.raises(ConfigError, match="'monitor'"):
         install(loaded_for(config), clients=clients_for(scratch_user))
     assert scratch_user.read() == FOREIGN and not root.exists()
+
+
+def test_no_crontab_program_is_exit_7_naming_the_fix(box: tuple[Path, Path]) -> None:
+    from vvctl.core.errors import DependencyError, ExitCode
+
+    config, root = box
+    clients = clients_for(None, crontab_program="no-such-crontab-program")
+    with pytest.raises(DependencyError) as caught:
+        install(loaded_for(config, root), clients=clients)
+    assert caught.value.exit_code is ExitCode.DEPENDENCY
+    assert "apt-get install cron" in caught.value.message and "--scheduler systemd" in caught.value.message
