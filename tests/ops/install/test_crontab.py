@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -114,8 +115,10 @@ def test_a_cron_daemon_is_found_by_its_process_name(tmp_path: Path) -> None:
     shutil.copy("/bin/sleep", fake)
     process = subprocess.Popen([str(fake), "30"])
     try:
-        found = cron_daemons()
-        assert f"cron (pid {process.pid})" in found
+        deadline = time.monotonic() + 10
+        while f"cron (pid {process.pid})" not in cron_daemons() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the new process may not show its name in /proc at once
+        assert f"cron (pid {process.pid})" in cron_daemons()
     finally:
         process.kill()
         process.wait()

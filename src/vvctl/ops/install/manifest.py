@@ -22,15 +22,15 @@ from typing import Any
 
 from vvctl import __version__
 from vvctl.core.atomic import atomic_write_bytes
-from vvctl.core.canonical import NotCanonicalizable, canonicalize
+from vvctl.core.canonical import canonicalize
 from vvctl.core.errors import InputError, IntegrityError, StorageError, VVError
 from vvctl.core.hashing import sha256_bytes, sha256_file
 from vvctl.core.keystore import KeyStore
 from vvctl.core.layout import StorageLayout
-from vvctl.core.logline import sign_document, signed_bytes
+from vvctl.core.logline import sign_document
 from vvctl.core.schemas import SchemaViolation, validate
 from vvctl.core.settings import Settings
-from vvctl.core.signing import KeyStatus, VerificationKeys
+from vvctl.core.signing import VerificationKeys
 from vvctl.core.timeutil import Clock, rfc3339, utcnow
 
 MANIFEST_NAME = "vv-signature.json"
@@ -149,22 +149,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 def signature_problem(document: dict[str, Any], keys: VerificationKeys) -> str | None:
-    """Why the manifest's signature is not accepted, or None when it verifies with ``keys``."""
-    details = document["signature_details"]
-    key = keys.get(details["key_id"])
-    if key is None:
-        return f"signed with key {details['key_id']}, which is not in the key store"
-    if key.status is KeyStatus.REVOKED:
-        return f"signed with revoked key {key.key_id}"
-    if key.algorithm.value != details["algorithm"]:
-        return f"names {details['algorithm']} but key {key.key_id} is {key.algorithm.value}"
-    try:
-        message = signed_bytes(document)
-    except NotCanonicalizable:
-        return "the manifest has no canonical form"
-    if not key.verify(message, bytes.fromhex(details["signature"])):
-        return "the signature does not verify (the manifest was altered or forged)"
-    return None
+    """Why the manifest's signature is not accepted, or None when it verifies with ``keys`` (the same rules
+    as for export manifests: a known key, not revoked, of the named algorithm, over the canonical bytes)."""
+    from vvctl.core.export_manifest import signature_problem as document_signature_problem
+
+    problem = document_signature_problem(document, keys)
+    return None if problem is None else problem[1]
 
 
 class Problem(StrEnum):
