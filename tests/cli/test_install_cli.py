@@ -25,12 +25,12 @@ def _run(config: Path, *args: str) -> tuple[int, str, str]:
 
 def test_crontab_prints_the_block_install_writes(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(f'storage_root = "{tmp_path / "box"}"\n[schedules]\nexport-logs = "10 1 * * *"\n')
+    config.write_text(f'storage_root = "{tmp_path / "box"}"\n')
     code, out, err = _run(config, "crontab")
     assert code == 0 and err == ""
     assert out.startswith(BEGIN + "\n") and out.endswith(END + "\n")
     lines = command_lines(out)
-    assert lines[2].startswith("10 1 * * * VV_CONFIG=") and f"{tmp_path}/box/logs/cron-export-logs.log" in lines[2]
+    assert lines[2].startswith("0 2 * * * VV_CONFIG=") and f"{tmp_path}/box/logs/cron-export-logs.log" in lines[2]
     code, out, _ = _run(config, "crontab", "--json")
     document = json.loads(out)
     assert code == 0 and document["kind"] == "crontab"
@@ -54,8 +54,8 @@ def test_a_bad_schedule_is_exit_3_with_one_line(tmp_path: Path) -> None:
     code, out, err = _run(config, "crontab")
     assert code == 3 and out == ""
     assert err.strip().splitlines() == [
-        "vvctl: error: schedules: 'orchestrate' = '*/5 * * *' has 4 fields; a cron expression has five:"
-        " minute hour day of month month day of week"
+        "vvctl: error: schedules: 'orchestrate' = '*/5 * * *' is not a five-field cron expression"
+        " (4 fields; minute / hour / day of month / month / day of week)"
     ]
 
 

@@ -29,13 +29,14 @@ def test_defaults_are_the_documented_schedules(tmp_path: Path) -> None:
     assert tuple(s.name for s in job_schedules(settings)) == JOB_NAMES
 
 
-def test_a_config_that_names_one_job_keeps_the_others_defaults(tmp_path: Path) -> None:
+def test_a_table_in_the_config_is_the_whole_schedule(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('[schedules]\ncleanup = "15  4 * * *"\n')
+    config.write_text('[schedules]\ncleanup = "15  4 * * *"\norchestrate = "*/2 * * * *"\n')
     settings = load_settings(config, env={}).settings
-    schedules = {s.name: s.expression for s in job_schedules(settings)}
-    assert schedules["cleanup"] == "15 4 * * *"  # whitespace normalised
-    assert schedules["orchestrate"] == "*/5 * * * *"
+    schedules = [(s.name, s.expression) for s in job_schedules(settings)]
+    assert schedules == [("orchestrate", "*/2 * * * *"), ("cleanup", "15 4 * * *")]  # whitespace normalised
+    config.write_text("schedules = {}\n")
+    assert job_schedules(load_settings(config, env={}).settings) == ()
 
 
 def test_an_environment_variable_sets_a_schedule(tmp_path: Path) -> None:
@@ -62,8 +63,8 @@ def test_good_expressions(expression: str) -> None:
 @pytest.mark.parametrize(
     ("expression", "says"),
     [
-        ("* * * *", "has 4 fields"),
-        ("* * * * * *", "has 6 fields"),
+        ("* * * *", "is not a five-field cron expression (4 fields"),
+        ("* * * * * *", "is not a five-field cron expression (6 fields"),
         ("61 * * * *", "not a valid cron expression"),
         ("0 25 * * *", "not a valid cron expression"),
         ("0 0 30 2 *", "never fires"),
@@ -72,7 +73,7 @@ def test_good_expressions(expression: str) -> None:
         ("0 0 ? * *", "day of month field '?'"),
         ("0 0 * * mon-fri", "day of week field 'mon-fri'"),
         ("@reboot", "is not one of"),
-        ("every day", "has 2 fields"),
+        ("every day", "(2 fields"),
     ],
 )
 def test_bad_expressions_name_the_job_and_exit_3(expression: str, says: str) -> None:

@@ -76,8 +76,9 @@ def command(
 
     Checks: free space under storage_root, the oldest video waiting in input/, videos quarantined into
     corrupted/, each scheduled job's last success against its cron schedule (dead-man), the LogLines written
-    since the last pass, GPU inference that fell back to the CPU, the Docker engine and every monitored
-    container (names in 'containers', label vvctl.monitor=true, 'compose_project').
+    since the last pass, GPU inference that fell back to the CPU, the installed files against the signed
+    integrity manifest of 'vvctl install', the Docker engine and every monitored container (names in
+    'containers', label vvctl.monitor=true, 'compose_project').
 
     --once (the default, for cron every minute) runs one pass; --watch runs a pass every --interval
     seconds until SIGTERM or SIGINT and may serve /metrics and /status with --serve. While a --watch runs,

@@ -27,6 +27,14 @@ def _split(data: bytes) -> tuple[bytes, bytes]:
     return data[start:end], data[:start] + data[end:]
 
 
+def _schedules(**changed: str) -> str:
+    """A [schedules] table: the defaults with ``changed`` (job names with _ for -) replaced."""
+    table = {"orchestrate": "*/5 * * * *", "monitor": "* * * * *", "export-logs": "0 2 * * *"}
+    table |= {"cleanup": "0 3 * * *", "selftest": "30 4 * * *"}
+    table |= {job.replace("_", "-"): expression for job, expression in changed.items()}
+    return "\n[schedules]\n" + "".join(f'"{job}" = "{expression}"\n' for job, expression in table.items())
+
+
 def _changes(report: object) -> dict[str, Change]:
     return {item.what: item.change for item in report.items}  # type: ignore[attr-defined]
 
@@ -52,7 +60,7 @@ def test_install_reinstall_uninstall_keep_foreign_lines_byte_identical(
     assert scratch_user.read() == installed
 
     # A changed schedule rewrites our block only.
-    config.write_text(config.read_text() + '\n[schedules]\ncleanup = "45 3 * * *"\n')
+    config.write_text(config.read_text() + _schedules(cleanup="45 3 * * *"))
     changed = install(loaded_for(config), clients=clients)
     assert _changes(changed)["crontab block"] is Change.UPDATED
     after = scratch_user.read()
@@ -95,7 +103,7 @@ def test_dry_run_prints_a_diff_and_changes_nothing(scratch_user: ScratchUser, bo
     assert _changes(report)["crontab block"] is Change.WOULD_INSTALL
 
     install(loaded_for(config, root), clients=clients_for(scratch_user))
-    config.write_text(config.read_text() + '\n[schedules]\nselftest = "0 6 * * *"\n')
+    config.write_text(config.read_text() + _schedules(selftest="0 6 * * *"))
     before = scratch_user.read()
     dry = install(loaded_for(config), dry_run=True, clients=clients_for(scratch_user))
     assert scratch_user.read() == before
@@ -174,7 +182,7 @@ def test_every_generated_line_succeeds_when_run_as_cron_runs_it(
     config, root = box
     config.parent.mkdir(parents=True)
     # The test machine's free space must not turn the monitor's run into a finding.
-    config.write_text(f'storage_root = "{root}"\nmin_free_space_gb = 0\n')
+    config.write_text(f'storage_root = "{root}"\nmin_free_space_gb = 0\nmin_free_space_critical_gb = 0\n')
     install(loaded_for(config), clients=clients_for(scratch_user))
     data = scratch_user.read()
     assert data is not None

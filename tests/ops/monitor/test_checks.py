@@ -47,7 +47,7 @@ def box(make_box: MakeBox) -> Settings:
 
 
 def test_the_registry_runs_every_check_in_order() -> None:
-    assert list(REGISTRY) == ["disk", "backlog", "quarantine", "deadman", "loglines", "gpu", "containers"]
+    assert list(REGISTRY) == ["disk", "backlog", "quarantine", "deadman", "loglines", "gpu", "integrity", "containers"]
 
 
 def test_free_space_against_its_floors(box: Settings, clock: FakeClock) -> None:

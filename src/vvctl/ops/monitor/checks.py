@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from importlib.metadata import Distribution
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,12 +72,23 @@ def default_docker_client() -> DockerClient:
     raise docker.errors.DockerException(message)
 
 
+def installed_distribution() -> Distribution | None:
+    from vvctl.ops.install.entry import this_distribution
+
+    try:
+        return this_distribution()
+    except VVError:
+        return None
+
+
 @dataclass(frozen=True)
 class MonitorClients:
     """What the checks use to reach outside the storage root; tests pass fakes through here."""
 
     docker: Callable[[], DockerClient] = default_docker_client
     gpu_present: Callable[[], bool] = has_gpu
+    distribution: Callable[[], Distribution | None] = installed_distribution
+    """The installed vvctl whose files the integrity check compares with the manifest."""
 
 
 @dataclass(frozen=True)
@@ -460,6 +472,31 @@ def gpu(ctx: CheckContext) -> Iterable[Observation]:
     else:
         value, state = f"{provider} (no GPU on this machine)", State.OK
     yield Observation("gpu", state, "inference provider of the last analysed video", where, value, threshold, hint)
+
+
+@register("integrity", "installed files match the signed integrity manifest")
+def integrity(ctx: CheckContext) -> Iterable[Observation]:
+    from vvctl.ops.install.manifest import manifest_path, verify_integrity
+
+    what = "installed files match the signed integrity manifest"
+    threshold = "a manifest whose signature verifies; no recorded file changed or missing, none unlisted"
+    path = manifest_path(ctx.settings)
+    if not path.exists():
+        # A box not set up with 'vvctl install' has nothing to compare; the daily selftest fails on it.
+        yield Observation(
+            "integrity", State.OK, what, str(path), "no manifest: not installed with 'vvctl install'", threshold
+        )
+        return
+    report = verify_integrity(ctx.settings, ctx.verification_keys(), dist=ctx.clients.distribution())
+    yield Observation(
+        "integrity",
+        State.OK if report.ok else State.CRITICAL,
+        what,
+        str(path),
+        report.summary,
+        threshold,
+        "an upgrade or a config edit: run 'vvctl install' to record it; otherwise find out who changed the file",
+    )
 
 
 __all__ = [
