@@ -23,6 +23,7 @@ from vvctl.cli import (
     keys,
     monitor,
     orchestrate,
+    report,
     retry,
     selftest,
     statedb,
@@ -122,6 +123,7 @@ app.add_typer(keys.app, name="keys")
 app.command("checkpoint")(checkpoint.command)
 app.command("export-logs")(export_logs.command)
 app.command("retry")(retry.command)
+app.command("report")(report.command)
 app.add_typer(statedb.app, name="state")
 app.command("cleanup")(cleanup.command)
 app.command("monitor")(monitor.command)

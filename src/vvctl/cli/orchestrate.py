@@ -144,6 +144,11 @@ def _human(console: Console, report: OrchestrateReport) -> None:
     console.print(f"{report.backlog} video file(s) left in input/ ({report.waiting} still settling)", markup=False)
     if report.model is not None and report.model.note is not None:
         console.print(f"note: {report.model.note}", markup=False)
+    if report.skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(report.skipped.items()))
+        console.print(f"skipped in input/: {reasons} (not analysed)", markup=False)
+    for html_report in report.reports:
+        console.print(f"report: {html_report}", markup=False, soft_wrap=True)
     if report.counts.get("quarantined"):
         console.print(f"quarantined videos are in {report.storage_root / 'corrupted'} with their .error.json")
 

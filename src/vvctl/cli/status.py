@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from vvctl.cli.console import copyable_table
 from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def _issues(console: Console, title: str, issues: list[VideoIssue]) -> None:
     if not issues:
         return
-    table = Table("video", "attempts", "reason", "since", "detail", title=title, title_justify="left")
+    table = copyable_table("video", "attempts", "reason", "since", "detail", title=title, title_justify="left")
     for issue in issues:
         table.add_row(issue.name, str(issue.attempts), issue.reason or "", issue.since or "", issue.error or "")
     console.print(table)
@@ -45,7 +45,7 @@ def _human(console: Console, report: StatusReport) -> None:
     _issues(console, "processing", report.processing)
     _issues(console, "failed attempts (retried by the next run)", report.failed)
     _issues(console, "quarantined", report.quarantined)
-    runs = Table(
+    runs = copyable_table(
         "job",
         "run",
         "status",
@@ -68,10 +68,13 @@ def _human(console: Console, report: StatusReport) -> None:
             run.summary or "",
         )
     console.print(runs if report.last_runs else "last runs: no job has run yet")
-    heads = Table("log", "seq", "head hash", "updated", title="LogLine chain heads", title_justify="left")
+    heads = copyable_table("log", "seq", "head hash", "updated", title="LogLine chain heads", title_justify="left")
     for head in report.chain_heads:
         heads.add_row(head.log, str(head.seq), head.hash, head.updated_at)
     console.print(heads if report.chain_heads else "LogLine chain heads: no LogLine yet")
+    if report.skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(report.skipped.items()))
+        console.print(f"skipped in input/: {reasons} (not analysed; see docs/orchestrate.md)", markup=False)
     if report.disk is not None and report.disk.message is not None:
         console.print(f"disk: FULL: {report.disk.message}", markup=False)
 

@@ -9,10 +9,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from vvctl.cli.console import copyable_table
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
+from vvctl.core.errors import UsageError
 from vvctl.core.verify import Verdict, VerifyReport
 
 # Above this many files people see only the invalid ones (and the counts) unless they ask for --all.
@@ -38,7 +39,7 @@ def _human(console: Console, report: VerifyReport, *, list_all: bool) -> None:
         base = _common_directory([r.path for r in shown])
         if base:
             console.print(f"under {base}:", soft_wrap=True)
-        table = Table("path", "log", "seq", "verdict", "reason", "detail")
+        table = copyable_table("path", "log", "seq", "verdict", "reason", "detail")
         for result in shown:
             verdict = "[green]VALID[/]" if result.valid else "[red]INVALID[/]"
             seq = "" if result.seq is None else str(result.seq)
@@ -137,8 +138,25 @@ def command(
     list_all: Annotated[
         bool, typer.Option("--all", help=f"List every file, not only invalid ones, above {LIST_ALL_UP_TO} files.")
     ] = False,
+    records_only: Annotated[
+        bool,
+        typer.Option(
+            "--records-only",
+            help="Check the records alone: skip comparing the files a record vouches for (analytic, summary, "
+            "snapshots) with the storage root.",
+        ),
+    ] = False,
+    outputs_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--outputs-root",
+            metavar="DIR",
+            help="Storage root holding the files the records vouch for (default: the one the LogLines lie in).",
+        ),
+    ] = None,
 ) -> None:
-    """Verify LogLines: signature, schema, key, canonical bytes and chain (no gap, reorder, fork or cut tail).
+    """Verify LogLines: signature, schema, key, canonical bytes and chain (no gap, reorder, fork or cut tail),
+    and the files a video's record vouches for (output_altered, output_missing) unless --records-only.
 
     Exit 0 when every LogLine is valid and every chain intact, 1 when not (no LogLine found included),
     2 for bad arguments.
@@ -164,7 +182,17 @@ def command(
         found = exports
         # On the box: the exports' manifests, read only if a log starts after seq 1; untrusted ones are skipped.
         anchors = lambda: load_anchors([found], keys, strict=False)  # noqa: E731
-    report = verify_paths(paths, keys, expect_heads=expected.heads, expect_box=expected.box, anchors=anchors)
+    if outputs_root is not None and not outputs_root.is_dir():
+        raise UsageError(f"--outputs-root {outputs_root} is not a directory")
+    report = verify_paths(
+        paths,
+        keys,
+        expect_heads=expected.heads,
+        expect_box=expected.box,
+        anchors=anchors,
+        outputs=not records_only,
+        outputs_root=outputs_root,
+    )
     emit(state, report, "verify-logline", lambda console, r: _human(console, r, list_all=list_all))
     if not report.ok:
         raise typer.Exit(1)

@@ -1,4 +1,10 @@
-"""The storage layout under ``storage_root`` (SPEC section 4)."""
+"""The storage layout under ``storage_root`` (SPEC section 4).
+
+``raw/`` and ``tv_curado/`` of the first layout are gone: the box never keeps a second copy of a video
+(``processed/`` holds the originals byte for byte, bound by SHA-256 in their LogLines), and what a TV or
+kiosk player shows is the daily playlist in ``playlists/``, which points into ``processed/`` instead of
+copying. ``fallback/`` holds the bundled sample clip that an empty daily playlist plays.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,14 @@ from vvctl.core.errors import StorageError
 
 DIRECTORIES: tuple[str, ...] = (
     "input",
-    "raw",
     "processed",
     "corrupted",
     "analytic",
     "summaries",
+    "snapshots",
+    "reports",
     "loglines",
     "playlists",
-    "tv_curado",
     "fallback",
     "logs",
     "state",
@@ -41,8 +47,16 @@ class StorageLayout:
         return self.root / "input"
 
     @property
-    def raw(self) -> Path:
-        return self.root / "raw"
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def playlists(self) -> Path:
+        return self.root / "playlists"
 
     @property
     def processed(self) -> Path:

@@ -74,6 +74,8 @@ class LogLineDraft:
     if_not: str | None = None
     key_event: Mapping[str, str] | None = None
     """A change of the signing keys (``key_event`` in the schema); only :mod:`vvctl.core.keyevents` sets it."""
+    outputs: Sequence[Mapping[str, str]] = ()
+    """Files the record vouches for: ``{"path": <relative to storage_root>, "sha256": ...}`` each."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,8 @@ def render_markdown(record: Mapping[str, Any], file_name: str, digest: str) -> s
     if event is not None:
         new = f" (new active key `{event['new_key_id']}`)" if "new_key_id" in event else ""
         lines.append(f"- **key event**: {event['event']} `{event['key_id']}`{new}")
+    for output in record.get("outputs", ()):
+        lines.append(f"- **output**: `{output['path']}` sha256 `{output['sha256']}`")
     if "box" in record:
         lines.append(f"- **box**: `{record['box']}`")
     lines += [
@@ -409,6 +413,8 @@ class LogLineWriter:
         record.update({k: v for k, v in optional.items() if v is not None})
         if draft.key_event is not None:
             record["key_event"] = dict(draft.key_event)
+        if draft.outputs:
+            record["outputs"] = [{"path": o["path"], "sha256": o["sha256"]} for o in draft.outputs]
         if store.box is not None:  # a key store older than box ids writes records without one until bound
             record["box"] = store.box
         record["prev"] = prev

@@ -66,6 +66,13 @@ class Settings:
     signing_algorithm: str
     video_extensions: tuple[str, ...]
     settle_s: float
+    input_max_depth: int
+    source_path_patterns: tuple[str, ...]
+    source_timezone: str
+    presence_gap_s: float
+    snapshots_per_video: int
+    daily_report: bool
+    playlist_statuses: tuple[str, ...]
     max_video_seconds: float
     max_attempts: int
     status_rules: tuple[StatusRule, ...]

@@ -101,6 +101,10 @@ class Reason(StrEnum):
     """No LogLine file at all under the paths given (an empty or wrong folder, or every file deleted)."""
     UNANCHORED_CUT = "unanchored_cut"
     """The log starts after seq 1 and no export manifest vouches for the record before its first one."""
+    OUTPUT_ALTERED = "output_altered"
+    """A file the record vouches for (``outputs``: analytic, summary, snapshot) has another SHA-256 now."""
+    OUTPUT_MISSING = "output_missing"
+    """A file the record vouches for is gone from the storage root (deleted, renamed, or past retention)."""
 
 
 class Verdict(StrEnum):
@@ -126,6 +130,10 @@ class FileVerdict:
     """The box the record names; None for a record older than box ids (or not schema-valid)."""
     key_event: dict[str, str] | None = None
     """The record's key event, if it records a change of the signing keys."""
+    outputs: list[tuple[str, str]] | None = None
+    """The files the record vouches for, (path relative to storage_root, SHA-256), when it names any."""
+    outputs_checked: bool = False
+    """The outputs were compared with the files under the storage root."""
 
     @property
     def valid(self) -> bool:
@@ -194,6 +202,8 @@ _WHEN_RE = (
     r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)"
     r"(?:\.[0-9]{1,9})?Z"
 )
+_OUTPUT = rf'\{{"path":"{_JCS_STRING}","sha256":"[0-9a-f]{{64}}"\}}'
+_MAX_OUTPUT_PATH = 1024
 # The canonical bytes of a schema-valid record: keys in RFC 8785 order, optional ones where they sort.
 _CANONICAL_RECORD = re.compile(
     "".join(
@@ -205,6 +215,7 @@ _CANONICAL_RECORD = re.compile(
             rf'(?:"if_not":"(?P<if_not>{_JCS_STRING})",)?',
             rf'(?:"if_ok":"(?P<if_ok>{_JCS_STRING})",)?',
             r'"log":"(?P<log>[a-z][a-z0-9_-]{0,31})",',
+            rf'(?:"outputs":(?P<outputs>\[{_OUTPUT}(?:,{_OUTPUT}){{0,63}}\]),)?',
             r'"prev":"(?P<prev>[0-9a-f]{64})",',
             r'"schema_version":1,',
             r'"seq":(?P<seq>[1-9][0-9]{0,15}),',
@@ -235,7 +246,7 @@ _LONG_LIMITS = (
     ("this", 8192),
 )
 _LONG_FROM = min(limit for _, limit in _LONG_LIMITS)
-_FIELDS = ("log", "seq", "prev", "algorithm", "key_id", "signature", "box")
+_FIELDS = ("log", "seq", "prev", "algorithm", "key_id", "signature", "box", "outputs")
 
 
 def _within_long_limits(match: re.Match[str]) -> bool:
@@ -277,7 +288,7 @@ def _fast_verdict(path: str, data: bytes, text: str, digest: str, table: _KeyTab
             return None
     if len(text) > _LONG_FROM and not _within_long_limits(match):
         return None
-    log, seq_text, prev, algorithm, key_id, signature, box = match.group(*_FIELDS)
+    log, seq_text, prev, algorithm, key_id, signature, box, outputs_text = match.group(*_FIELDS)
     seq = int(seq_text)
     if seq > _MAX_SEQ or (seq == 1 and prev != ZERO_HASH) or len(signature) != _SIGNATURE_HEX[algorithm]:
         return None
@@ -289,9 +300,18 @@ def _fast_verdict(path: str, data: bytes, text: str, digest: str, table: _KeyTab
         signed = data[: start - 1] + data[end:]
     else:
         signed = (text[: start - 1] + text[end:]).encode("utf-8")
+    outputs = None
+    if outputs_text is not None:
+        outputs = _output_list(json.loads(outputs_text))
+        if any(len(name) > _MAX_OUTPUT_PATH for name, _ in outputs):
+            return None
     if not usable[1](signed, bytes.fromhex(signature)):
         return None
-    return FileVerdict(path, log, seq, Verdict.VALID, None, "", digest, prev, key_id, box)
+    return FileVerdict(path, log, seq, Verdict.VALID, None, "", digest, prev, key_id, box, None, outputs)
+
+
+def _output_list(items: Any) -> list[tuple[str, str]]:
+    return [(str(item["path"]), str(item["sha256"])) for item in items]
 
 
 def _no_constants(name: str) -> Any:
@@ -399,6 +419,7 @@ def _judge(path: str, data: bytes, table: _KeyTable, *, fast: bool) -> FileVerdi
             details["key_id"],
             box,
             record.get("key_event"),
+            _output_list(record["outputs"]) if "outputs" in record else None,
         )
 
     try:
@@ -448,6 +469,60 @@ def _check(path: str, table: _KeyTable, max_bytes: int) -> FileVerdict:
     if verdict.log is None:
         verdict.log, verdict.seq = _claimed_log(path), _name_seq(path)
     return verdict
+
+
+# -- outputs -------------------------------------------------------------------------------------------
+
+
+def storage_root_of(path: str) -> Path | None:
+    """The storage root a LogLine file lies in (``<root>/loglines/<log>/<file>``), else None."""
+    logs = Path(path).parent.parent
+    return logs.parent if logs.name == "loglines" else None
+
+
+def _file_sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        return f"unreadable: {exc.strerror or exc}"
+    return digest.hexdigest()
+
+
+def check_outputs(item: FileVerdict, root: Path) -> None:
+    """Compare the files a valid record vouches for with what is under ``root`` now; name each that differs.
+
+    The reason is ``output_altered`` when any file changed, else ``output_missing``; the detail names every
+    file with its own finding. A path that would leave ``root`` counts as missing (never read)."""
+    if item.outputs is None or item.verdict is not Verdict.VALID:
+        return
+    findings: list[tuple[Reason, str]] = []
+    base = os.path.realpath(root)
+    for name, expected in item.outputs:
+        target = Path(root, name)
+        if Path(name).is_absolute() or not os.path.realpath(target).startswith(base + os.sep):
+            findings.append((Reason.OUTPUT_MISSING, f"{name}: outside the storage root"))
+            continue
+        if target.is_symlink():
+            findings.append((Reason.OUTPUT_ALTERED, f"{name}: replaced by a symbolic link"))
+            continue
+        actual = _file_sha256(target)
+        if actual is None:
+            findings.append((Reason.OUTPUT_MISSING, f"{name}: missing"))
+        elif actual != expected:
+            findings.append((Reason.OUTPUT_ALTERED, f"{name}: sha256 {actual[:16]}... is not the recorded {expected}"))
+    item.outputs_checked = True
+    if findings:
+        reasons = {reason for reason, _ in findings}
+        item.verdict = Verdict.INVALID
+        item.reason = Reason.OUTPUT_ALTERED if Reason.OUTPUT_ALTERED in reasons else Reason.OUTPUT_MISSING
+        item.detail = "; ".join(f"{reason.value}: {text}" for reason, text in findings)
 
 
 # -- inputs --------------------------------------------------------------------------------------------
@@ -905,8 +980,14 @@ def verify_paths(
     expect_box: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     anchors: ChainAnchors | Callable[[], ChainAnchors] | None = None,
+    outputs: bool = True,
+    outputs_root: Path | None = None,
 ) -> VerifyReport:
     """Verify every LogLine under ``paths`` (files or directories, recursively) and the chain of each log.
+
+    With ``outputs`` (the default), a valid record that vouches for files (``outputs``: analytic, summary,
+    snapshots) is also checked against them, under ``outputs_root`` or else the storage root the LogLine
+    lies in (``<root>/loglines/<log>/``); records outside a storage root are checked alone.
 
     ``anchors`` (or a function that loads them, called only when a log starts after seq 1): what export
     manifests vouch for, so a log whose older LogLines were exported and removed still verifies.
@@ -925,6 +1006,10 @@ def verify_paths(
     try:
         for path, from_directory in files:
             verdict = _check(path, table, max_bytes)
+            if outputs and verdict.outputs is not None:
+                root = outputs_root if outputs_root is not None else storage_root_of(path)
+                if root is not None:
+                    check_outputs(verdict, root)
             results.append(verdict)
             log = verdict.log
             if log is not None and verdict.seq is not None:

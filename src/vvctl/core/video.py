@@ -585,6 +585,11 @@ def _quiet_decoder_logs() -> None:
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
+def open_capture(path: Path) -> Any:
+    """An OpenCV capture of ``path`` through FFmpeg, whatever its name (see :func:`_open_capture`)."""
+    return _open_capture(path)
+
+
 def _open_capture(path: Path) -> Any:
     _quiet_decoder_logs()
     # Ask for FFmpeg explicitly: CAP_ANY would also try the image-sequence backend, which reads

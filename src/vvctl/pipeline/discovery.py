@@ -1,12 +1,15 @@
-"""Finding videos in ``input/``: extension filter, settle time, and collision-free destination names."""
+"""Finding videos in ``input/`` and its recorder folders: extension filter, skip reasons, settle time, and
+collision-free destination names."""
 
 from __future__ import annotations
 
 import os
 import stat
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from vvctl.core.atomic import TEMP_PREFIX
@@ -41,31 +44,116 @@ class Candidate:
         return now_wall - mtime
 
 
-def list_videos(directory: Path, extensions: Iterable[str]) -> list[Candidate]:
-    """Regular files in ``directory`` with a video extension, oldest first.
+DEFAULT_MAX_DEPTH = 4
+"""Folder levels under ``input/`` that are searched (``input/cam1/2026-12-01/clip.mp4`` is depth 2)."""
 
-    Hidden files (uploaders such as rsync write to ``.name.XXXX`` and rename at the end), vvctl's own temp
-    files and symlinks are skipped: only a file that is really in ``input/`` can be moved out of it.
+TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", ".upload", "~")
+"""Names an uploader writes to before renaming the finished file (``clip.mp4.part``, ``clip.mp4~``)."""
+
+
+class SkipReason(StrEnum):
+    """Why a file in ``input/`` is not a candidate (counted in the run report and ``vvctl status``)."""
+
+    HIDDEN = "hidden"
+    """A name starting with a dot: an upload in progress (rsync writes ``.name.XXXX``) or a system file."""
+    TEMPORARY = "temporary"
+    """An upload name (``.part``, ``~``, ...) or a vvctl temp file: finished files are renamed."""
+    SYMLINK = "symlink"
+    """A symbolic link (to a file or folder): only files really in ``input/`` can be moved out of it."""
+    TOO_DEEP = "too_deep"
+    """In a folder deeper than ``input_max_depth`` under ``input/``."""
+    NOT_VIDEO = "not_video"
+    """An extension that is not in ``video_extensions``."""
+    UNREADABLE = "unreadable"
+    """A folder that cannot be listed."""
+
+
+@dataclass(frozen=True)
+class Intake:
+    candidates: list[Candidate]
+    skipped: dict[str, int]
+    """Files (and links, unreadable folders) left out, by :class:`SkipReason` value; only non-zero counts."""
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+
+def _temporary(name: str) -> bool:
+    lowered = name.lower()
+    return name.startswith(TEMP_PREFIX) or lowered.endswith(TEMP_SUFFIXES)
+
+
+def scan_input(directory: Path, extensions: Iterable[str], *, max_depth: int = DEFAULT_MAX_DEPTH) -> Intake:
+    """Regular files under ``directory`` (recursively, at most ``max_depth`` folders down) with a video
+    extension, oldest first, and a count of everything left out and why.
+
+    Hidden names (uploaders such as rsync write to ``.name.XXXX`` and rename at the end, and hidden folders
+    are not entered), temporary upload names and vvctl's own temp files are skipped; symlinks (to files or
+    folders) are never followed: only a file that is really in ``input/`` can be moved out of it.
     """
     wanted = {ext.lower() for ext in extensions}
     found: list[Candidate] = []
+    skipped: Counter[str] = Counter()
     try:
-        entries = list(os.scandir(directory))
+        top = list(os.scandir(directory))
     except FileNotFoundError:
         raise StorageError(f"{directory} does not exist; run 'vvctl bootstrap' first") from None
     except OSError as exc:
         raise StorageError(f"cannot list {directory}: {exc.strerror or exc}") from exc
-    for entry in entries:
-        if entry.name.startswith((".", TEMP_PREFIX)) or Path(entry.name).suffix.lower() not in wanted:
-            continue
-        try:
-            info = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISREG(info.st_mode):
-            found.append(Candidate(Path(entry.path), info.st_size, info.st_mtime_ns, info.st_ctime_ns))
-    found.sort(key=lambda c: (c.mtime_ns, c.path.name))
-    return found
+    stack: list[tuple[list[os.DirEntry[str]], int]] = [(top, 0)]
+    while stack:
+        entries, depth = stack.pop()
+        for entry in entries:
+            name = entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                skipped[SkipReason.UNREADABLE] += 1
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                skipped[SkipReason.SYMLINK] += 1
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if name.startswith(".") or name.startswith(TEMP_PREFIX):
+                    skipped[SkipReason.HIDDEN] += 1
+                elif depth >= max_depth:
+                    skipped[SkipReason.TOO_DEEP] += 1
+                else:
+                    try:
+                        stack.append((list(os.scandir(entry.path)), depth + 1))
+                    except OSError:
+                        skipped[SkipReason.UNREADABLE] += 1
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            if _temporary(name):
+                skipped[SkipReason.TEMPORARY] += 1
+            elif name.startswith("."):
+                skipped[SkipReason.HIDDEN] += 1
+            elif Path(name).suffix.lower() not in wanted:
+                skipped[SkipReason.NOT_VIDEO] += 1
+            else:
+                found.append(Candidate(Path(entry.path), info.st_size, info.st_mtime_ns, info.st_ctime_ns))
+    found.sort(key=lambda c: (c.mtime_ns, str(c.path)))
+    return Intake(found, {str(reason): count for reason, count in sorted(skipped.items())})
+
+
+def list_videos(directory: Path, extensions: Iterable[str], *, max_depth: int = DEFAULT_MAX_DEPTH) -> list[Candidate]:
+    """The candidates of :func:`scan_input` (oldest first), without the skip counts."""
+    return scan_input(directory, extensions, max_depth=max_depth).candidates
+
+
+def relative_folder(path: Path, base: Path) -> Path:
+    """The folder of ``path`` relative to ``base`` (``Path('.')`` when it is directly in it or outside it).
+
+    Kept in ``processed/`` and in every output, so two ``clip.mp4`` from two cameras never clash."""
+    try:
+        return path.parent.relative_to(base)
+    except ValueError:
+        return Path()
 
 
 class SettleTracker:

@@ -32,20 +32,23 @@ import hashlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from vvctl.core.atomic import atomic_write_json, durable_move, remove_stale_temps
 from vvctl.core.detectors import Detector, load_detector
-from vvctl.core.errors import StorageError, VVError
+from vvctl.core.errors import ConfigError, StorageError, VVError
 from vvctl.core.hardware import has_gpu
+from vvctl.core.hashing import sha256_file
 from vvctl.core.jobs import JobContext, JobOutcome, JobSpec, run_job
 from vvctl.core.layout import StorageLayout, check_storage_root
 from vvctl.core.logline import LogLineDraft, LogLineWriter, WrittenLogLine, log_directory, scan_log_files
@@ -55,9 +58,18 @@ from vvctl.core.reserve import SpaceReserve
 from vvctl.core.schemas import validate
 from vvctl.core.settings import Settings
 from vvctl.core.state import is_disk_full
-from vvctl.core.timeutil import Clock, parse_rfc3339, utcnow
+from vvctl.core.timeutil import Clock, parse_rfc3339, rfc3339, utcnow
 from vvctl.core.video import VideoError, VideoInfo, probe
-from vvctl.pipeline.discovery import Candidate, SettleTracker, free_destination, list_videos
+from vvctl.ops.report import publish_day, zone
+from vvctl.pipeline.discovery import (
+    Candidate,
+    SettleTracker,
+    free_destination,
+    list_videos,
+    relative_folder,
+    scan_input,
+)
+from vvctl.pipeline.identity import PatternError, SourceIdentity, check_patterns, identify
 from vvctl.pipeline.quarantine import (
     REASONS,
     error_path_for,
@@ -77,6 +89,7 @@ from vvctl.pipeline.scan import (
     inference_plan,
     scan_video,
 )
+from vvctl.pipeline.snapshots import pick, take_snapshots
 from vvctl.pipeline.summarize import summarize
 from vvctl.pipeline.videostate import JobStatus, VideoRow, VideoStateStore, VideoStatus
 
@@ -244,6 +257,12 @@ class OrchestrateReport:
             return JobOutcome.WARNING
         return JobOutcome.OK
 
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Files under ``input/`` left out at the last pass, by reason (hidden, temporary, symlink, too_deep,
+    not_video, unreadable): never silently ignored."""
+    reports: list[Path] = field(default_factory=list)
+    """Day reports (HTML) rebuilt by this run."""
+
 
 def model_used(detector: Detector) -> ModelUsed:
     info = detector.info
@@ -307,6 +326,7 @@ def analysis_config_hash(settings: Settings) -> str:
         "score_threshold": settings.score_threshold,
         "nms_iou": settings.nms_iou,
         "status_rules": [[r.label, r.min_detections, r.status] for r in settings.status_rules],
+        "presence_gap_s": settings.presence_gap_s,
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -382,6 +402,22 @@ def find_recorded_ok(loglines: Path, sha256: str, since: str) -> tuple[Path, dic
     return None
 
 
+def _place(analytic: dict[str, Any], identity: SourceIdentity, path: str, folder: Path) -> None:
+    """Add where the video is kept, its camera and wall-clock start, and each detection's UTC time."""
+    source = analytic["source"]
+    source["path"] = path
+    source["relative_dir"] = folder.as_posix()
+    source["camera"] = identity.camera
+    source["start_at"] = rfc3339(identity.start)
+    source["time_source"] = identity.time_source.value
+    for detection in analytic["detections"]:
+        detection["at"] = rfc3339(identity.start + timedelta(seconds=float(detection["t"])))
+
+
+def report_zone(settings: Settings) -> ZoneInfo:
+    return zone(settings)
+
+
 class _StopRun(Exception):
     """Internal: leave the pass loop because a stop was requested mid-video."""
 
@@ -426,6 +462,15 @@ class _Run:
         )
         self.waiting = 0
         self.interrupted = False
+        self.skipped: dict[str, int] = {}
+        self.days: set[date] = set()
+        """Calendar days (``source_timezone``) with a video analysed in this pass: their reports are rebuilt."""
+        self.reports: list[Path] = []
+        try:
+            check_patterns(settings.source_path_patterns)
+        except PatternError as exc:
+            raise ConfigError(str(exc)) from None
+        self.zone = report_zone(settings)
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -459,11 +504,40 @@ class _Run:
     def _append(self, draft: LogLineDraft, tag: str) -> WrittenLogLine:
         return self.writer.append("videos", draft, slug=tag)
 
-    @staticmethod
-    def _source(sha256: str | None, path: Path) -> dict[str, str]:
+    def _relative(self, path: Path) -> str:
+        """``path`` relative to storage_root (as outputs name files), or as it is when outside it."""
+        try:
+            return display(path.relative_to(self.layout.root).as_posix())
+        except ValueError:
+            return display(str(path))
+
+    def _source(self, sha256: str | None, path: Path) -> dict[str, str]:
         if sha256 is None:  # content never read: the record names the file instead
-            return {"type": "video", "id": f"unread:{display(path.name)}"[:1024], "path": display(str(path))}
-        return {"type": "video", "id": sha256, "path": display(str(path)), "sha256": sha256}
+            return {"type": "video", "id": f"unread:{display(path.name)}"[:1024], "path": self._relative(path)}
+        return {"type": "video", "id": sha256, "path": self._relative(path), "sha256": sha256}
+
+    def _archive_path(self, path: Path, sha: str | None) -> Path:
+        """Where a video from ``input/`` goes in ``processed/``: the same relative folder, a free name."""
+        folder = self.layout.processed / relative_folder(path, self.layout.input)
+        folder.mkdir(parents=True, exist_ok=True)
+        return free_destination(folder, path.name, sha)
+
+    def _output_folder(self, path: Path) -> Path:
+        """The relative folder a video's outputs are kept in (mirrors input/, or processed/ on --reprocess)."""
+        base = self.layout.processed if path.is_relative_to(self.layout.processed) else self.layout.input
+        folder = relative_folder(path, base)
+        return Path(*(display(part) for part in folder.parts)) if folder.parts else folder
+
+    def publish_reports(self) -> None:
+        """Rebuild the day index, HTML report and playlist of each day a video of this pass started on."""
+        if not self.settings.daily_report:
+            self.days.clear()
+            return
+        for day in sorted(self.days):
+            built = publish_day(self.settings, self.layout, day, clock=self.clock)
+            if built.html not in self.reports:
+                self.reports.append(built.html)
+        self.days.clear()
 
     def disk_full(self, exc: BaseException) -> None:
         """A write failed: if the disk is full, free the reserve so the bookkeeping that follows fits."""
@@ -479,7 +553,7 @@ class _Run:
             if row.status is not VideoStatus.PROCESSING and (row.path.is_file() or row.started_at is None):
                 continue
             if row.path.is_file():
-                if row.path.parent == self.layout.input:
+                if row.path.is_relative_to(self.layout.input):
                     continue  # discovery finds it by content and retries it
                 # A --reprocess of an archived video died: the video stays done, due for reprocessing.
                 self.db.mark_stale(row.sha256, note="a reprocess was interrupted; run --reprocess again")
@@ -569,7 +643,11 @@ class _Run:
         if first:
             self.recover_orphans()
         self.give_back_growing()
-        candidates = list_videos(self.layout.input, self.settings.video_extensions)
+        intake = scan_input(self.layout.input, self.settings.video_extensions, max_depth=self.settings.input_max_depth)
+        candidates = intake.candidates
+        if intake.skipped != self.skipped and intake.skipped:
+            log.info("files skipped in input/", extra={"skipped": intake.skipped})
+        self.skipped = intake.skipped
         now = self.clock().timestamp()
         ready = [c for c in candidates if self.settle.settled(c, now_wall=now)]
         self.waiting = len(candidates) - len(ready)
@@ -580,10 +658,13 @@ class _Run:
                 return
             self._handle_input(candidate, position, total)
             self.settle.forget(candidate.path)
+            if self.stop.is_set():
+                self.publish_reports()
         for position, row in enumerate(redo, start=len(ready) + 1):
             if self.stop.is_set():
                 return
             self._analyse(row.path, row.sha256, row.size, position=position, total=total, in_place=True)
+        self.publish_reports()
 
     def _reprocess_rows(self) -> list[VideoRow]:
         return [
@@ -671,14 +752,15 @@ class _Run:
             return False
         logline_path, record = found
         tag = output_tag(path, sha)
-        analytic_path = self.layout.analytic / f"{tag}.analytic.json"
-        summary_path = self.layout.summaries / f"{tag}.summary.json"
+        folder = self._output_folder(path)
+        analytic_path = self.layout.analytic / folder / f"{tag}.analytic.json"
+        summary_path = self.layout.summaries / folder / f"{tag}.summary.json"
         try:
             analytic = json.loads(analytic_path.read_bytes())
             summary = json.loads(summary_path.read_bytes())
         except (OSError, ValueError):
             return False  # the outputs it vouches for are gone: analyse again
-        destination = free_destination(self.layout.processed, path.name, sha)
+        destination = self._archive_path(path, sha)
         self.db.finish_done(
             sha,
             destination=destination,
@@ -711,7 +793,7 @@ class _Run:
     def _duplicate(self, path: Path, sha: str, size: int, row: VideoRow) -> None:
         tag = output_tag(path, sha)
         if row.status is VideoStatus.DONE:
-            destination = free_destination(self.layout.processed, path.name, sha)
+            destination = self._archive_path(path, sha)
             written = self._append(
                 LogLineDraft(
                     who=WHO,
@@ -873,14 +955,39 @@ class _Run:
 
     def _finish_done(self, path: Path, sha: str, row: VideoRow, analytic: dict[str, Any], *, in_place: bool) -> bool:
         tag = output_tag(path, sha)
-        analytic_path = self.layout.analytic / f"{tag}.analytic.json"
-        summary_path = self.layout.summaries / f"{tag}.summary.json"
+        folder = self._output_folder(path)
+        analytic_path = self.layout.analytic / folder / f"{tag}.analytic.json"
+        summary_path = self.layout.summaries / folder / f"{tag}.summary.json"
+        destination = path if in_place else self._archive_path(path, sha)
+        identity = self._identify(path, row, in_place=in_place)
+        _place(analytic, identity, self._relative(destination), folder)
         validate(analytic, ANALYTIC_SCHEMA)
+        analytic_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(analytic_path, analytic)
-        summary = summarize(analytic, self.settings.status_rules, analytic_name=analytic_path.name)
+        summary = summarize(
+            analytic,
+            self.settings.status_rules,
+            analytic_name=analytic_path.name,
+            presence_gap_s=self.settings.presence_gap_s,
+        )
+        picks = pick(summary["labels"], self.settings.snapshots_per_video)
+        if picks:
+            snapshots = take_snapshots(
+                path,
+                picks,
+                analytic["detections"],
+                self.layout.snapshots / folder,
+                tag,
+                start=identity.start,
+                root=self.layout.root,
+            )
+            if snapshots:
+                summary["snapshots"] = snapshots
         validate(summary, SUMMARY_SCHEMA)
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(summary_path, summary)
-        destination = path if in_place else free_destination(self.layout.processed, path.name, sha)
+        outputs = [self._output(analytic_path), self._output(summary_path)]
+        outputs += [self._output(self.layout.root / item["path"]) for item in summary.get("snapshots", [])]
         written = self._append(
             LogLineDraft(
                 who=WHO,
@@ -888,10 +995,12 @@ class _Run:
                 this=str(summary["text"]),
                 status="ok",
                 source=self._source(sha, destination),
-                if_ok=f"summary in summaries/{summary_path.name}",
+                if_ok=f"summary in {self._relative(summary_path)}",
+                outputs=outputs,
             ),
             tag,
         )
+        self.days.add(identity.start.astimezone(self.zone).date())
         timings = analytic["timings"]
         self.db.finish_done(
             sha,
@@ -921,6 +1030,23 @@ class _Run:
             )
         )
         return True
+
+    def _output(self, path: Path) -> dict[str, str]:
+        return {"path": self._relative(path), "sha256": sha256_file(path)}
+
+    def _identify(self, path: Path, row: VideoRow, *, in_place: bool) -> SourceIdentity:
+        base = self.layout.processed if in_place else self.layout.input
+        try:
+            mtime_ns = path.stat().st_mtime_ns
+        except OSError:
+            mtime_ns = int(self.clock().timestamp() * 1e9)
+        return identify(
+            path,
+            base,
+            patterns=self.settings.source_path_patterns,
+            timezone=self.settings.source_timezone,
+            mtime_ns=mtime_ns,
+        )
 
     # -- the job's own record ----------------------------------------------------------------------
 
@@ -996,7 +1122,9 @@ def orchestrate(
                     if mode is Mode.ONCE or stop.is_set():
                         break
                     if handled:
-                        backlog = len(list_videos(layout.input, settings.video_extensions))
+                        backlog = len(
+                            list_videos(layout.input, settings.video_extensions, max_depth=settings.input_max_depth)
+                        )
                         this = run.describe(handled, backlog=backlog, prefix=f"watch pass {passes}")
                         ctx.record_run(run.job_status(handled), this)
                     if stop.wait(interval_s):
@@ -1005,7 +1133,7 @@ def orchestrate(
                 reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
                 ctx.progress = run.describe(run.results, backlog=None, prefix=f"run {reason}")
                 raise
-            backlog = len(list_videos(layout.input, settings.video_extensions))
+            backlog = len(list_videos(layout.input, settings.video_extensions, max_depth=settings.input_max_depth))
             prefix = "run" if mode is Mode.ONCE else f"watch stopped after {passes} passes"
             summary = run.describe(run.results, backlog=backlog, prefix=prefix)
             return _report(layout, mode, run, started_at, clock(), passes, backlog, ctx.run_id, summary)
@@ -1014,9 +1142,27 @@ def orchestrate(
     return replace(result.report, job_loglines=list(result.loglines))
 
 
+def _folders(top: Path) -> list[Path]:
+    """``top`` and every folder under it (links not followed): the mirrored recorder folders."""
+    found: list[Path] = []
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        try:
+            stack += [Path(e.path) for e in os.scandir(current) if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StorageError(f"cannot list {current}: {exc.strerror or exc}") from exc
+    return found
+
+
 def _output_dirs(layout: StorageLayout) -> list[Path]:
     """Where a killed run may have left temp files (only those of dead writers are removed)."""
-    fixed = [layout.input, layout.processed, layout.corrupted, layout.analytic, layout.summaries]
+    fixed = [layout.corrupted, layout.reports, layout.playlists]
+    for tree in (layout.input, layout.processed, layout.analytic, layout.summaries, layout.snapshots):
+        fixed += _folders(tree)
     try:
         logs = sorted(p for p in layout.loglines.iterdir() if p.is_dir() and not p.is_symlink())
     except OSError as exc:
@@ -1063,4 +1209,6 @@ def _report(
         sampled_fps=round(frames / wall, 2) if wall > 0 else 0.0,
         realtime_factor=round(media / wall, 2) if wall > 0 else 0.0,
         warnings=warnings,
+        skipped=dict(run.skipped),
+        reports=list(run.reports),
     )

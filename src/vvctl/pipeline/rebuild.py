@@ -83,13 +83,16 @@ def _replay(record: dict[str, Any], rows: dict[str, dict[str, Any]], layout_root
     if not isinstance(sha, str) or not isinstance(path_text, str):
         return  # a job record, or a file whose content was never read
     path = Path(path_text)
+    if not path.is_absolute():  # records name files relative to storage_root
+        path = layout_root / path
+        path_text = str(path)
     did, when = record.get("did"), str(record.get("when"))
     row = rows.setdefault(
         sha,
         {"name": path.name, "path": path_text, "status": "pending", "attempts": 0, "first_seen": when},
     )
     if did == DID_ANALYSED:
-        summary_name = str(record.get("if_ok", "")).rpartition("summaries/")[2]
+        summary_name = str(record.get("if_ok", "")).partition("summaries/")[2]
         summary = layout_root / "summaries" / summary_name if summary_name else None
         analytic = (
             layout_root / "analytic" / summary_name.replace(".summary.json", ".analytic.json") if summary else None

@@ -19,7 +19,7 @@ from vvctl.core.names import display
 from vvctl.core.reserve import SpaceReserve
 from vvctl.core.settings import Settings
 from vvctl.core.state import MIN_FREE_BYTES, free_bytes, state_missing_problem
-from vvctl.pipeline.discovery import list_videos
+from vvctl.pipeline.discovery import list_videos, scan_input
 from vvctl.pipeline.videostate import ChainHeadRow, JobRun, VideoRow, VideoStateStore, VideoStatus
 
 
@@ -83,6 +83,9 @@ class StatusReport:
     """The newest ok or warning run of each job: "when did each job last succeed?" (the dead-man figure)."""
     chain_heads: list[ChainHeadRow] = field(default_factory=list)
     disk: Disk | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Files under ``input/`` that are not analysed, by reason (hidden, temporary, symlink, too_deep,
+    not_video, unreadable)."""
 
 
 def _issue(row: VideoRow) -> VideoIssue:
@@ -98,20 +101,22 @@ def _issue(row: VideoRow) -> VideoIssue:
     )
 
 
-def _count_videos(directory: Path, extensions: tuple[str, ...]) -> int:
-    return len(list_videos(directory, extensions))
+def _count_videos(directory: Path, extensions: tuple[str, ...], depth: int) -> int:
+    return len(list_videos(directory, extensions, max_depth=depth))
 
 
-def _backlog(layout: StorageLayout, settings: Settings, now: float) -> Backlog:
-    candidates = list_videos(layout.input, settings.video_extensions)
+def _backlog(layout: StorageLayout, settings: Settings, now: float) -> tuple[Backlog, dict[str, int]]:
+    intake = scan_input(layout.input, settings.video_extensions, max_depth=settings.input_max_depth)
+    candidates = intake.candidates
     ready = sum(1 for c in candidates if now - c.mtime_ns / 1e9 >= settings.settle_s)
     oldest = min((c.mtime_ns for c in candidates), default=None)
-    return Backlog(
+    backlog = Backlog(
         total=len(candidates),
         ready=ready,
         settling=len(candidates) - ready,
         oldest_age_s=None if oldest is None else round(max(now - oldest / 1e9, 0.0), 1),
     )
+    return backlog, intake.skipped
 
 
 def collect_status(settings: Settings, *, now: float | None = None) -> StatusReport:
@@ -127,7 +132,7 @@ def collect_status(settings: Settings, *, now: float | None = None) -> StatusRep
     problem = state_missing_problem(layout.state_db, layout.loglines)
     if problem is not None:
         raise StorageError(problem)
-    backlog = _backlog(layout, settings, time.time() if now is None else now)
+    backlog, skipped = _backlog(layout, settings, time.time() if now is None else now)
     free = free_bytes(layout.state)
     counts = {status: 0 for status in VideoStatus}
     processing: list[VideoIssue] = []
@@ -149,8 +154,8 @@ def collect_status(settings: Settings, *, now: float | None = None) -> StatusRep
         storage_root=layout.root,
         backlog=backlog,
         videos={status.value: counts[status] for status in VideoStatus},
-        processed_files=_count_videos(layout.processed, settings.video_extensions),
-        quarantined_files=_count_videos(layout.corrupted, settings.video_extensions),
+        processed_files=_count_videos(layout.processed, settings.video_extensions, settings.input_max_depth),
+        quarantined_files=_count_videos(layout.corrupted, settings.video_extensions, 0),
         processing=processing,
         failed=failed,
         quarantined=quarantined,
@@ -158,5 +163,6 @@ def collect_status(settings: Settings, *, now: float | None = None) -> StatusRep
         last_successes=successes,
         chain_heads=heads,
         # Full: orchestrate would stop at once (it needs its reserve and room to open the database).
+        skipped=skipped,
         disk=Disk(free_bytes=free, full=free < MIN_FREE_BYTES + SpaceReserve(layout.state).missing_bytes()),
     )

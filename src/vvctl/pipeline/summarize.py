@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from vvctl.core.settings import StatusRule
+from vvctl.core.timeutil import parse_rfc3339, rfc3339
 
 SCHEMA_VERSION = 1
 ACTIVITY = "activity"
@@ -46,13 +48,74 @@ def _clock(seconds: float) -> str:
     return f"{whole // 60}:{whole % 60:02d}"
 
 
-def label_statistics(analytic: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def _at(start: datetime | None, offset_s: float) -> str | None:
+    return None if start is None else rfc3339(start + timedelta(seconds=offset_s))
+
+
+def source_start(analytic: Mapping[str, Any]) -> datetime | None:
+    """The video's wall-clock start (``source.start_at``), None in analytics written before it was recorded."""
+    text = analytic["source"].get("start_at")
+    return None if text is None else parse_rfc3339(str(text))
+
+
+def presence_intervals(
+    times: Sequence[float],
+    cover: Sequence[float],
+    counts: Mapping[int, int],
+    frames: Sequence[int],
+    *,
+    interval_s: float,
+    gap_s: float,
+    start: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Runs of sampled frames in which a label was seen (``counts``: sample position → detections).
+
+    Two frames with the label belong to one interval when they are at most ``interval_s + gap_s`` apart
+    (``gap_s`` 0: only neighbouring samples). An interval ends where its last frame's span ends (the next
+    sample, or the end of the video), so a label seen on one frame is present for one sampling interval.
+    """
+    intervals: list[dict[str, Any]] = []
+    current: list[int] = []
+
+    def close() -> None:
+        first, last = current[0], current[-1]
+        peak = max(counts[p] for p in current)
+        peak_position = min(p for p in current if counts[p] == peak)
+        end = times[last] + cover[last]
+        item: dict[str, Any] = {
+            "start_s": _round(times[first]),
+            "end_s": _round(end),
+            "peak_count": peak,
+            "peak_at_s": _round(times[peak_position]),
+            "peak_frame": frames[peak_position],
+            "frames": len(current),
+        }
+        if start is not None:
+            item["start_at"] = _at(start, times[first])
+            item["end_at"] = _at(start, end)
+        intervals.append(item)
+
+    limit = interval_s + gap_s + 1e-6
+    for position in sorted(counts):
+        if current and times[position] - times[current[-1]] > limit:
+            close()
+            current = []
+        current.append(position)
+    if current:
+        close()
+    return intervals
+
+
+def label_statistics(analytic: Mapping[str, Any], *, presence_gap_s: float = 0.0) -> dict[str, dict[str, Any]]:
     """Per-label statistics over the sampled frames of one analytic document."""
     samples: Sequence[Mapping[str, Any]] = analytic["samples"]
     times = [float(sample["t"]) for sample in samples]
     position_of = {int(sample["frame"]): position for position, sample in enumerate(samples)}
+    frames = [int(sample["frame"]) for sample in samples]
     duration = float(analytic["source"]["duration_s"])
-    cover = _sample_cover(times, duration, float(analytic["sampling"]["interval_s"]))
+    interval = float(analytic["sampling"]["interval_s"])
+    cover = _sample_cover(times, duration, interval)
+    start = source_start(analytic)
 
     tallies: dict[str, _LabelTally] = {}
     for detection in analytic["detections"]:
@@ -88,6 +151,9 @@ def label_statistics(analytic: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 "end_s": _round(min((minute + 1) * MINUTE_S, max(duration, minute * MINUTE_S))),
                 "detections": minute_count,
             },
+            "intervals": presence_intervals(
+                times, cover, tally.per_sample, frames, interval_s=interval, gap_s=presence_gap_s, start=start
+            ),
         }
     return stats
 
@@ -122,17 +188,35 @@ def describe(name: str, status: str, labels: Mapping[str, Mapping[str, Any]], du
     return f"{name}: {status}: {parts} ({duration:.1f} s of video)."
 
 
-def summarize(analytic: Mapping[str, Any], rules: Sequence[StatusRule], *, analytic_name: str) -> dict[str, Any]:
+def summarize(
+    analytic: Mapping[str, Any],
+    rules: Sequence[StatusRule],
+    *,
+    analytic_name: str,
+    presence_gap_s: float = 0.0,
+    snapshots: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
     """The summary document for ``analytic`` (validate it against ``summary.schema.json`` before writing)."""
     source = analytic["source"]
     duration = float(source["duration_s"])
     frames = int(analytic["sampling"]["frames_sampled"])
-    labels = label_statistics(analytic)
+    labels = label_statistics(analytic, presence_gap_s=presence_gap_s)
     status, rule = status_class(labels, rules)
-    return {
+    summary_source: dict[str, Any] = {
+        "name": source["name"],
+        "sha256": source["sha256"],
+        "duration_s": _round(duration),
+    }
+    for key in ("path", "camera", "start_at", "time_source"):
+        if key in source:
+            summary_source[key] = source[key]
+    start = source_start(analytic)
+    if start is not None:
+        summary_source["end_at"] = _at(start, duration)
+    document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "vvctl.summary",
-        "source": {"name": source["name"], "sha256": source["sha256"], "duration_s": _round(duration)},
+        "source": summary_source,
         "analytic": analytic_name,
         "model": {"name": analytic["model"]["name"], "sha256": analytic["model"]["sha256"]},
         "config_hash": analytic["config_hash"],
@@ -146,3 +230,6 @@ def summarize(analytic: Mapping[str, Any], rules: Sequence[StatusRule], *, analy
         ),
         "text": describe(str(source["name"]), status, labels, duration, frames),
     }
+    if snapshots:
+        document["snapshots"] = [dict(item) for item in snapshots]
+    return document
