@@ -86,7 +86,7 @@ def compile_pattern(pattern: str) -> _Compiled:
     for match in _FIELD.finditer(pattern):
         regex += re.escape(pattern[position : match.start()])
         name, fmt = match.group(1), match.group(2)
-        if name in formats or (name == "camera" and "camera" in regex):
+        if name in formats:
             raise PatternError(f"source path pattern {pattern!r}: {{{name}}} appears twice")
         if name == "camera":
             regex += r"(?P<camera>[^/]+?)"
@@ -98,6 +98,7 @@ def compile_pattern(pattern: str) -> _Compiled:
                 )
             regex += f"(?P<{name}>{_format_regex(fmt, pattern)})"
             formats[name] = fmt
+        position = match.end()
     regex += re.escape(pattern[position:])
     if "date" not in formats:
         raise PatternError(f"source path pattern {pattern!r}: needs a {{date:FORMAT}} field")
