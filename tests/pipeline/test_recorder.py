@@ -312,7 +312,6 @@ def test_verify_logline_names_an_altered_summary_and_a_deleted_snapshot(
     place(box, clips["walkway"], "cam2/2026-12-01/143000.mp4")
     box.run()
     assert box.cli("verify-logline", str(box.root / "loglines")).exit_code == 0
-    _, summary = outputs_of(box, "cam1/2026-12-01/143000.avi")
     [summary_path] = (box.root / "summaries" / "cam1" / "2026-12-01").glob("*.summary.json")
     data = bytearray(summary_path.read_bytes())
     data[data.index(b"people_present")] = ord("P")  # one byte
@@ -331,3 +330,20 @@ def test_verify_logline_names_an_altered_summary_and_a_deleted_snapshot(
     assert "output_altered" in human.stdout and snapshot in human.stdout  # never cut in a table
     # The records alone are still intact.
     assert box.cli("verify-logline", "--records-only", str(box.root / "loglines")).exit_code == 0
+
+
+def test_cleanup_retention_covers_snapshots_and_reports(make_box: Callable[..., Box], clips: dict[str, Path]) -> None:
+    from vvctl.ops.cleanup import cleanup
+
+    box = make_box(retention_days={"snapshots": 7, "reports": 30})
+    place(box, clips["people"], "cam1/2026-12-01/100000.avi")
+    box.run()
+    [snapshot] = box.files("snapshots")
+    report_files = box.files("reports")
+    assert report_files
+    old = datetime.now(UTC).timestamp() - 10 * 86400
+    os.utime(snapshot, (old, old))
+    result = cleanup(box.settings())
+    assert not snapshot.exists()  # 10 days old, past retention_days.snapshots
+    assert all(p.exists() for p in report_files)  # younger than retention_days.reports
+    assert result.exit_code == 0
