@@ -35,6 +35,7 @@ def test_valid_log_exits_0_with_the_json_report(invoke: Invoke, root: Path) -> N
     assert (report["valid"], report["invalid"]) == (5, 0)
     assert [r["verdict"] for r in report["results"]] == ["VALID"] * 5
     fields = {"path", "log", "seq", "verdict", "reason", "detail", "hash", "prev", "key_id", "box", "key_event"}
+    fields |= {"outputs", "outputs_checked"}
     assert set(report["results"][0]) == fields
     assert report["results"][0]["prev"] == "0" * 64
     assert report["results"][0]["key_event"]["event"] == "created"

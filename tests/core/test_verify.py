@@ -87,6 +87,9 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
     for optional in ("confirmed_by", "if_ok", "if_not"):
         if draw(st.booleans()):
             record[optional] = draw(text)
+    if draw(st.booleans()):
+        output = st.fixed_dictionaries({"path": text, "sha256": hex64})
+        record["outputs"] = draw(st.lists(output, min_size=1, max_size=3))
     return record
 
 
@@ -95,6 +98,7 @@ def both(data: bytes, keys: VerificationKeys) -> tuple[Verdict, Reason | None]:
     fast = check_bytes("x.logline.json", data, keys)
     slow = check_bytes("x.logline.json", data, keys, fast=False)
     assert (fast.verdict, fast.reason) == (slow.verdict, slow.reason)
+    assert fast.outputs == slow.outputs
     return fast.verdict, fast.reason
 
 
@@ -555,3 +559,14 @@ def test_the_name_check_agrees_with_the_documented_rule(slug: str) -> None:
     verify._check_names([item])
     assert item.valid is bool(FILE_NAME.fullmatch(name))
     assert item.valid or item.reason is Reason.MISNAMED
+
+
+def test_outputs_beyond_the_schema_limits_are_invalid_on_both_paths(stores: dict[str, KeyStore]) -> None:
+    store = stores["ed25519"]
+    keys = store.verification_keys()
+    good = _sample(outputs=[{"path": "summaries/a.summary.json", "sha256": "0" * 64}])
+    assert both(sign(good, store.signer()), keys) == (Verdict.VALID, None)
+    long_path = _sample(outputs=[{"path": "p" * 1025, "sha256": "0" * 64}])
+    assert both(sign(long_path, store.signer()), keys) == (Verdict.INVALID, Reason.SCHEMA_VIOLATION)
+    many = _sample(outputs=[{"path": f"s/{n}.jpg", "sha256": "0" * 64} for n in range(65)])
+    assert both(sign(many, store.signer()), keys) == (Verdict.INVALID, Reason.SCHEMA_VIOLATION)

@@ -294,7 +294,7 @@ def test_protected_files_survive_any_age(settings: Settings) -> None:
         (["models"], "never cleaned"),
         (["nonsense"], "not a storage directory"),
         (["/"], "outside the storage root"),
-        (["raw"], "give --days"),
+        (["snapshots"], "give --days"),
         (["processed", "processed"], "named twice"),
     ],
 )

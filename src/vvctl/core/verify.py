@@ -495,7 +495,28 @@ def _file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def check_outputs(item: FileVerdict, root: Path) -> None:
+def _check_all_outputs(results: list[FileVerdict], outputs_root: Path | None) -> None:
+    """Check each record's outputs, except files a later record of the same log vouches for again (a
+    ``--reprocess`` rewrote them: the newer signed record speaks for them now)."""
+    rooted: list[tuple[FileVerdict, Path]] = []
+    latest: dict[tuple[Path, str | None, str], int] = {}
+    for item in results:
+        if item.outputs is None or item.verdict is not Verdict.VALID or item.seq is None:
+            continue
+        root = outputs_root if outputs_root is not None else storage_root_of(item.path)
+        if root is None:
+            continue  # a LogLine outside a storage root: its record alone is checked
+        rooted.append((item, root))
+        for name, _ in item.outputs:
+            key = (root, item.log, name)
+            latest[key] = max(latest.get(key, 0), item.seq)
+    for item, root in rooted:
+        assert item.seq is not None
+        superseded = {name for name, _ in item.outputs or () if latest[(root, item.log, name)] > item.seq}
+        check_outputs(item, root, superseded=superseded)
+
+
+def check_outputs(item: FileVerdict, root: Path, *, superseded: set[str] | frozenset[str] = frozenset()) -> None:
     """Compare the files a valid record vouches for with what is under ``root`` now; name each that differs.
 
     The reason is ``output_altered`` when any file changed, else ``output_missing``; the detail names every
@@ -505,6 +526,8 @@ def check_outputs(item: FileVerdict, root: Path) -> None:
     findings: list[tuple[Reason, str]] = []
     base = os.path.realpath(root)
     for name, expected in item.outputs:
+        if name in superseded:
+            continue
         target = Path(root, name)
         if Path(name).is_absolute() or not os.path.realpath(target).startswith(base + os.sep):
             findings.append((Reason.OUTPUT_MISSING, f"{name}: outside the storage root"))
@@ -1006,10 +1029,6 @@ def verify_paths(
     try:
         for path, from_directory in files:
             verdict = _check(path, table, max_bytes)
-            if outputs and verdict.outputs is not None:
-                root = outputs_root if outputs_root is not None else storage_root_of(path)
-                if root is not None:
-                    check_outputs(verdict, root)
             results.append(verdict)
             log = verdict.log
             if log is not None and verdict.seq is not None:
@@ -1019,6 +1038,8 @@ def verify_paths(
     finally:
         if collecting:
             gc.enable()
+    if outputs:
+        _check_all_outputs(results, outputs_root)
     expected = dict(expect_heads or {})
     if ANY_LOG in expected:
         head = expected.pop(ANY_LOG)
