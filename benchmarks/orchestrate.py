@@ -10,7 +10,9 @@ Five measurements, each on the same clips with the same sampling and the same mo
 (e) every frame decoded to colour with ``cap.read()``, no model: what (b) saves by ``grab()``-bing;
 (g) orchestrate end to end without snapshots and day reports (``snapshots_per_video = 0``,
     ``daily_report = false``): the baseline for what snapshots, the day index, the HTML report and the
-    playlist cost in (a) (goal: ``a / g`` at most 1.05).
+    playlist cost in (a) (goal: ``a / g`` at most 1.05). On a shared machine the run-to-run spread of
+    (a) and (g) is larger than 5 %, so the time (a) spent inside the snapshot and report functions is
+    also measured directly (``extras / a``, same goal) and the CPU seconds are compared (``cpu a / cpu g``).
 
 A two-stage pipeline cannot beat the dearer of its stages, so the goal for (a) is ``max(b, c)`` plus
 at most 20 %. Each measurement is repeated ``--repeat`` times and the best run is reported, because the
@@ -43,6 +45,7 @@ from vvctl.core.detectors import Detector
 from vvctl.core.settings import Settings, load_settings
 from vvctl.core.video import FrameSampler, probe
 from vvctl.ops.bootstrap import bootstrap
+from vvctl.pipeline import orchestrate as orchestrate_module
 from vvctl.pipeline.orchestrate import detector_from_settings, load_configured_detector, orchestrate
 from vvctl.pipeline.scan import inference_plan
 
@@ -107,6 +110,28 @@ def fresh_settings(workdir: Path, clips: Sequence[Path], extra: dict[str, Any] |
     return loaded.settings
 
 
+class ExtrasClock:
+    """Seconds spent in orchestrate's snapshot and day-report functions (wrapped for the benchmark)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        return timed
+
+
+EXTRAS = ExtrasClock()
+orchestrate_module.take_snapshots = EXTRAS.wrap(orchestrate_module.take_snapshots)
+orchestrate_module.publish_day = EXTRAS.wrap(orchestrate_module.publish_day)
+
+
 @dataclass(frozen=True)
 class Breakdown:
     """Where (a) spent its time, from the timings in the analytic files it wrote."""
@@ -118,6 +143,8 @@ class Breakdown:
     """Time the consumer thread spent in the detector."""
     decode_wait_s: float
     """Time the consumer thread waited for a decoded frame: what decoding failed to hide."""
+    extras_s: float = 0.0
+    """Time in snapshots and day reports (index, HTML, playlist)."""
 
 
 def run_orchestrate(
@@ -125,8 +152,10 @@ def run_orchestrate(
 ) -> tuple[Timer, Breakdown]:
     with tempfile.TemporaryDirectory(prefix="vvctl-bench-") as tmp:
         settings = fresh_settings(Path(tmp), clips, extra)
+        EXTRAS.seconds = 0.0
         with Timer() as timer:
             report = orchestrate(settings, intra_op_threads=intra_op_threads)
+        extras_s = EXTRAS.seconds
         timings = [
             json.loads(path.read_text())["timings"]
             for path in sorted((settings.storage_root / "analytic").glob("*.json"))
@@ -143,6 +172,7 @@ def run_orchestrate(
         scan_s=sum(float(t.get("wall_s", 0.0)) for t in timings),
         inference_s=sum(float(t.get("inference_s", 0.0)) for t in timings),
         decode_wait_s=sum(float(t.get("decode_wait_s", 0.0)) for t in timings),
+        extras_s=extras_s,
     )
     return timer, breakdown
 
@@ -264,7 +294,9 @@ def measure(
     return stages, frames, media_s, detector, min(breakdowns, key=lambda b: b.total_s)
 
 
-def render(stages: dict[str, Stage], frames: int, media_s: float, cpus: int) -> tuple[str, dict[str, float]]:
+def render(
+    stages: dict[str, Stage], frames: int, media_s: float, cpus: int, breakdown: Breakdown
+) -> tuple[str, dict[str, float]]:
     lines = [
         f"{'stage':<30} {'best s':>7} {'cpu s':>6} {'all runs (s)':<24} {'sampled fr/s':>12} {'x realtime':>10}",
         "-" * 95,
@@ -287,6 +319,8 @@ def render(stages: dict[str, Stage], frames: int, media_s: float, cpus: int) -> 
         "e / b": e / b,
         "a / cpu floor": a / floor,
         "a / g": a / stages["g"].best,
+        "extras / a": breakdown.extras_s / breakdown.total_s,
+        "cpu a / cpu g": stages["a"].best_cpu / stages["g"].best_cpu,
     }
     goals = {
         "a / max(b, c)": f"goal <= 1.2; c = the faster of (c) and (f): ({fastest.key})",
@@ -294,6 +328,8 @@ def render(stages: dict[str, Stage], frames: int, media_s: float, cpus: int) -> 
         "e / b": "goal > 1",
         "a / cpu floor": f"floor = max(b, c, (cpu b + cpu c) / {cpus} CPUs) = {floor:.2f} s",
         "a / g": "goal <= 1.05: snapshots and day reports add at most 5 %",
+        "extras / a": f"goal <= 0.05: {breakdown.extras_s:.2f} s in snapshots and day reports in the best (a)",
+        "cpu a / cpu g": "goal <= 1.05",
     }
     lines.append("")
     for name, value in ratios.items():
@@ -330,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             clips, args.repeat, settings, args.queue_size, args.intra_op_threads, log
         )
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    table, ratios = render(stages, frames, media_s, cpus)
+    table, ratios = render(stages, frames, media_s, cpus, breakdown)
     info = detector.info
     header = {
         "clips": [p.name for p in clips],
