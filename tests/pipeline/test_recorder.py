@@ -347,3 +347,24 @@ def test_cleanup_retention_covers_snapshots_and_reports(make_box: Callable[..., 
     assert not snapshot.exists()  # 10 days old, past retention_days.snapshots
     assert all(p.exists() for p in report_files)  # younger than retention_days.reports
     assert result.exit_code == 0
+
+
+def test_the_day_index_a_run_updates_equals_a_full_rebuild(
+    make_box: Callable[..., Box], clips: dict[str, Path]
+) -> None:
+    box = make_box(sample_interval_s=INTERVAL_S)
+    place(box, clips["people"], "cam1/2026-12-01/100000.avi")
+    box.run()
+    place(box, clips["walkway"], "cam2/2026-12-01/110000.mp4")
+    box.run()  # adds to the index the first run wrote, without reading every summary again
+    box.configure(sample_interval_s=1.0)
+    box.run(reprocess=True)  # replaces both videos' entries
+    updated = load(box.root / "reports" / "2026-12-01.json")
+    (box.root / "reports" / "2026-12-01.json").unlink()
+    assert box.cli("report", "--date", "2026-12-01").exit_code == 0
+    rebuilt = load(box.root / "reports" / "2026-12-01.json")
+    for document in (updated, rebuilt):
+        del document["generated_at"]
+    assert updated == rebuilt
+    assert [v["camera"] for v in updated["videos"]] == ["cam1", "cam2"]
+    assert {i["camera"] for i in updated["intervals"]} == {"cam1", "cam2"}

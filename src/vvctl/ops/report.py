@@ -125,7 +125,6 @@ def build_index(
 ) -> dict[str, Any]:
     videos: list[dict[str, Any]] = []
     intervals: list[dict[str, Any]] = []
-    cameras: dict[str, dict[str, Any]] = {}
     for path, summary in summaries:
         source = summary["source"]
         camera = str(source.get("camera", "input"))
@@ -144,16 +143,10 @@ def build_index(
             "snapshots": list(summary.get("snapshots", [])),
         }
         videos.append(video)
-        per_camera = cameras.setdefault(camera, {"videos": 0, "labels": {}})
-        per_camera["videos"] += 1
         for label, stats in summary["labels"].items():
-            tally = per_camera["labels"].setdefault(label, {"intervals": 0, "present_s": 0.0, "peak_count": 0})
             for interval in stats.get("intervals", ()):
                 if "start_at" not in interval:
                     continue
-                tally["intervals"] += 1
-                tally["present_s"] = round(tally["present_s"] + interval["end_s"] - interval["start_s"], 3)
-                tally["peak_count"] = max(tally["peak_count"], interval["peak_count"])
                 intervals.append(
                     {
                         "camera": camera,
@@ -166,7 +159,28 @@ def build_index(
                         "end_offset_s": interval["end_s"],
                     }
                 )
+    return index_document(day, tz, now, videos, intervals)
+
+
+def _cameras(videos: Iterable[Mapping[str, Any]], intervals: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    cameras: dict[str, dict[str, Any]] = {}
+    for video in videos:
+        cameras.setdefault(str(video["camera"]), {"videos": 0, "labels": {}})["videos"] += 1
+    for interval in intervals:
+        per_camera = cameras.setdefault(str(interval["camera"]), {"videos": 0, "labels": {}})
+        tally = per_camera["labels"].setdefault(interval["label"], {"intervals": 0, "present_s": 0.0, "peak_count": 0})
+        tally["intervals"] += 1
+        tally["present_s"] = round(tally["present_s"] + interval["end_offset_s"] - interval["offset_s"], 3)
+        tally["peak_count"] = max(tally["peak_count"], interval["peak_count"])
+    return cameras
+
+
+def index_document(
+    day: date, tz: ZoneInfo, now: datetime, videos: list[dict[str, Any]], intervals: list[dict[str, Any]]
+) -> dict[str, Any]:
+    videos.sort(key=lambda v: (str(v["camera"]), str(v["start_at"]), str(v["summary"])))
     intervals.sort(key=lambda i: (i["start_at"], i["camera"], i["label"]))
+    cameras = _cameras(videos, intervals)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "vvctl.day_index",
@@ -338,13 +352,58 @@ def build_html(layout: StorageLayout, index: Mapping[str, Any], tz: ZoneInfo) ->
 # -- entry points --------------------------------------------------------------------------------------
 
 
-def publish_day(settings: Settings, layout: StorageLayout, day: date, *, clock: Clock = utcnow) -> DayReport:
-    """Rebuild the day index, HTML report and playlist of ``day`` from the summaries; write them atomically."""
+def merge_index(
+    layout: StorageLayout,
+    day: date,
+    tz: ZoneInfo,
+    old: Mapping[str, Any],
+    new: Iterable[tuple[Path, Mapping[str, Any]]],
+    now: datetime,
+) -> dict[str, Any]:
+    """``old`` (a day index) with the videos of the summaries ``new`` added, or replaced when the same
+    summary file or the same video content was indexed before (a ``--reprocess``)."""
+    added = build_index(layout, day, tz, new, now)
+    summaries = {v["summary"] for v in added["videos"]}
+    contents = {v["sha256"] for v in added["videos"]}
+    gone = {v["path"] for v in old["videos"] if v["summary"] in summaries or v["sha256"] in contents}
+    videos = [v for v in old["videos"] if v["path"] not in gone] + list(added["videos"])
+    intervals = [i for i in old["intervals"] if i["video"] not in gone] + list(added["intervals"])
+    return index_document(day, tz, now, videos, intervals)
+
+
+def _read_index(path: Path, day: date) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("kind") != "vvctl.day_index":
+        return None
+    if document.get("schema_version") != SCHEMA_VERSION or document.get("date") != day.isoformat():
+        return None
+    return document
+
+
+def publish_day(
+    settings: Settings,
+    layout: StorageLayout,
+    day: date,
+    *,
+    clock: Clock = utcnow,
+    new: Iterable[tuple[Path, Mapping[str, Any]]] | None = None,
+) -> DayReport:
+    """Write the day index, HTML report and playlist of ``day``, atomically.
+
+    With ``new`` (the summaries a run just wrote), the existing day index is updated with them: a run
+    costs the same on the thousandth day as on the first. Without it, or when there is no usable index,
+    the day is rebuilt from every summary under ``summaries/``."""
     tz = zone(settings)
-    summaries = day_summaries(layout, day, tz)
-    index = build_index(layout, day, tz, summaries, clock())
     stem = day.isoformat()
     index_path = layout.reports / f"{stem}.json"
+    old = _read_index(index_path, day) if new is not None else None
+    if old is not None and new is not None:
+        index = merge_index(layout, day, tz, old, new, clock())
+    else:
+        index = build_index(layout, day, tz, day_summaries(layout, day, tz), clock())
     html_path = layout.reports / f"{stem}.html"
     playlist_path = layout.playlists / f"{stem}.m3u8"
     layout.reports.mkdir(parents=True, exist_ok=True)

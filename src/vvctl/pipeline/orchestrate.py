@@ -463,7 +463,7 @@ class _Run:
         self.waiting = 0
         self.interrupted = False
         self.skipped: dict[str, int] = {}
-        self.days: set[date] = set()
+        self.days: dict[date, list[tuple[Path, dict[str, Any]]]] = {}
         """Calendar days (``source_timezone``) with a video analysed in this pass: their reports are rebuilt."""
         self.reports: list[Path] = []
         try:
@@ -533,8 +533,8 @@ class _Run:
         if not self.settings.daily_report:
             self.days.clear()
             return
-        for day in sorted(self.days):
-            built = publish_day(self.settings, self.layout, day, clock=self.clock)
+        for day, summaries in sorted(self.days.items()):
+            built = publish_day(self.settings, self.layout, day, clock=self.clock, new=summaries)
             if built.html not in self.reports:
                 self.reports.append(built.html)
         self.days.clear()
@@ -1000,7 +1000,7 @@ class _Run:
             ),
             tag,
         )
-        self.days.add(identity.start.astimezone(self.zone).date())
+        self.days.setdefault(identity.start.astimezone(self.zone).date(), []).append((summary_path, summary))
         timings = analytic["timings"]
         self.db.finish_done(
             sha,
