@@ -414,10 +414,6 @@ def _place(analytic: dict[str, Any], identity: SourceIdentity, path: str, folder
         detection["at"] = rfc3339(identity.start + timedelta(seconds=float(detection["t"])))
 
 
-def report_zone(settings: Settings) -> ZoneInfo:
-    return zone(settings)
-
-
 class _StopRun(Exception):
     """Internal: leave the pass loop because a stop was requested mid-video."""
 
@@ -464,13 +460,13 @@ class _Run:
         self.interrupted = False
         self.skipped: dict[str, int] = {}
         self.days: dict[date, list[tuple[Path, dict[str, Any]]]] = {}
-        """Calendar days (``source_timezone``) with a video analysed in this pass: their reports are rebuilt."""
+        """Summaries written in this pass, by calendar day (``source_timezone``): those days' reports are updated."""
         self.reports: list[Path] = []
         try:
             check_patterns(settings.source_path_patterns)
         except PatternError as exc:
             raise ConfigError(str(exc)) from None
-        self.zone = report_zone(settings)
+        self.zone: ZoneInfo = zone(settings)
 
     # -- helpers -----------------------------------------------------------------------------------
 
