@@ -232,7 +232,7 @@ def disk(ctx: CheckContext) -> Iterable[Observation]:
 @register("backlog", "oldest unprocessed video in input/")
 def backlog(ctx: CheckContext) -> Iterable[Observation]:
     settings = ctx.settings
-    videos = list_videos(ctx.layout.input, settings.video_extensions)
+    videos = list_videos(ctx.layout.input, settings.video_extensions, max_depth=settings.input_max_depth)
     ctx.facts.backlog_videos = len(videos)
     age = max(ctx.now.timestamp() - videos[0].mtime_ns / 1e9, 0.0) if videos else 0.0
     ctx.facts.backlog_oldest_age_s = round(age, 1) if videos else None
