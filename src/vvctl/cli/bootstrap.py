@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from vvctl.cli.console import copyable_table
 from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
@@ -25,7 +25,7 @@ _STYLE = {
 
 
 def _human(console: Console, report: BootstrapReport) -> None:
-    table = Table("what", "path", "outcome", "detail")
+    table = copyable_table("what", "path", "outcome", "detail")
     for item in report.items:
         outcome = f"[{_STYLE[item.outcome]}]{item.outcome.value}[/]"
         table.add_row(item.kind, str(item.path), outcome, item.detail)

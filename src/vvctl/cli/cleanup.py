@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from vvctl.cli.console import make_console
+from vvctl.cli.console import copyable_table, make_console
 from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
@@ -67,7 +66,7 @@ def _human(console: Console, report: CleanupReport) -> None:
         console.print(text, markup=False, soft_wrap=True)
 
     files = "files to delete" if report.dry_run else "files deleted"
-    table = Table("directory", "age limit", files, "bytes", "dirs removed", "kept", "failed")
+    table = copyable_table("directory", "age limit", files, "bytes", "dirs removed", "kept", "failed")
     for d in report.directories:
         kept = ", ".join(f"{n} {reason}" for reason, n in sorted(d.kept.items())) or ""
         table.add_row(

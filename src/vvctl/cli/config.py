@@ -6,8 +6,8 @@ import json
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from vvctl.cli.console import copyable_table
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 from vvctl.core.settings import SettingsReport, describe, resolve_config_path
@@ -18,7 +18,7 @@ app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True
 def _show_human(console: Console, report: SettingsReport) -> None:
     state = "" if report.config_exists else " (absent: defaults apply)"
     console.print(f"config file: {report.config_path}{state}", markup=False)
-    table = Table("setting", "value", "source")
+    table = copyable_table("setting", "value", "source")
     for entry in report.settings:
         value = entry.value if isinstance(entry.value, str) else json.dumps(entry.value)
         table.add_row(entry.key, value, entry.source.value)

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from vvctl.cli.console import copyable_table
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 
@@ -24,7 +24,9 @@ def _human(console: Console, report: DoctorReport) -> None:
             console.print(f"GPU {gpu.index}: {gpu.name} (compute capability {gpu.sm})", markup=False)
     else:
         console.print(f"GPU: none usable: {report.gpu_problem}", markup=False)
-    table = Table("provider", "configured", "starts", "why not", title="execution providers", title_justify="left")
+    table = copyable_table(
+        "provider", "configured", "starts", "why not", title="execution providers", title_justify="left"
+    )
     for check in report.providers:
         table.add_row(
             check.name, "yes" if check.configured else "no", "yes" if check.starts else "NO", check.reason or ""

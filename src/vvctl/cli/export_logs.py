@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
 
-from vvctl.cli.console import make_console
+from vvctl.cli.console import copyable_table, make_console
 from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import CliState, get_state
@@ -80,7 +79,7 @@ def _human_verify(console: Console, report: ExportVerifyReport) -> None:
         soft_wrap=True,
     )
     if report.findings:
-        table = Table("reason", "member", "detail")
+        table = copyable_table("reason", "member", "detail")
         for finding in report.findings:
             table.add_row(finding.reason.value, finding.member or "", finding.detail)
         console.print(table)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from vvctl.cli.console import copyable_table
 from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
@@ -29,7 +29,7 @@ _STYLE = {
 def _install_human(console: Console, report: InstallReport) -> None:
     if report.dry_run and report.diff:
         sys.stdout.write(report.diff)
-    table = Table("what", "where", "change", "detail")
+    table = copyable_table("what", "where", "change", "detail")
     for item in report.items:
         style = _STYLE.get(item.change.value, "cyan")
         table.add_row(item.what, item.where, f"[{style}]{item.change.value}[/]", item.detail)
@@ -54,13 +54,15 @@ def _install_human(console: Console, report: InstallReport) -> None:
 
 
 def _check_human(console: Console, report: CheckReport) -> None:
-    table = Table("check", "result", "detail", title=f"{report.scheduler.value} ({report.scope}, {report.target})")
+    table = copyable_table(
+        "check", "result", "detail", title=f"{report.scheduler.value} ({report.scope}, {report.target})"
+    )
     for item in report.items:
         table.add_row(item.what, "[green]ok[/]" if item.ok else "[red]FAIL[/]", item.detail)
     console.print(table)
     for drift in report.integrity.drift:
         console.print(f"drift: {drift.describe()}", markup=False)
-    jobs = Table("job", "schedule", "last run", "status", "last success", "next due", title="scheduled jobs")
+    jobs = copyable_table("job", "schedule", "last run", "status", "last success", "next due", title="scheduled jobs")
     for job in report.jobs:
         jobs.add_row(
             job.job, job.schedule, job.last_run or "never", job.last_status or "", job.last_success or "", job.next_due

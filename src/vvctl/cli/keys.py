@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vvctl.cli.console import copyable_table
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
 from vvctl.core.keystore import KeyInfo
@@ -48,7 +49,7 @@ def _settings(ctx: typer.Context, key_store: Path | None) -> Settings:
 
 
 def _key_table(keys: tuple[KeyInfo, ...]) -> Table:
-    table = Table("key id", "algorithm", "status", "created", "retired", "revoked", "public key")
+    table = copyable_table("key id", "algorithm", "status", "created", "retired", "revoked", "public key")
     for key in keys:
         revoked = (key.revoked or "") + (f" ({key.revoked_reason})" if key.revoked_reason else "")
         table.add_row(

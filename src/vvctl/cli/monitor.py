@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from vvctl.cli.console import copyable_table
 from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.signals import stop_on_signals
@@ -30,7 +30,7 @@ def _human(console: Console, report: MonitorReport) -> None:
             f" as of {rfc3339(report.checked_at)}",
             markup=False,
         )
-    table = Table(
+    table = copyable_table(
         "check", "state", "value", "threshold", "since", title=f"monitor: {report.summary}", title_justify="left"
     )
     for row in report.checks:

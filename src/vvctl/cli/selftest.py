@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from vvctl.cli.console import copyable_table
 from vvctl.cli.options import StorageRootOption
 from vvctl.cli.render import emit
 from vvctl.cli.state import get_state
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def _human(console: Console, report: SelftestReport) -> None:
-    table = Table("step", "result", "seconds", "detail")
+    table = copyable_table("step", "result", "seconds", "detail")
     for step in report.steps:
         style = "green" if step.result.value == "PASS" else "red"
         table.add_row(step.name, f"[{style}]{step.result.value}[/]", f"{step.seconds:.2f}", step.detail)
