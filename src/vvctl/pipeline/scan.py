@@ -29,12 +29,12 @@ from typing import Any
 from vvctl.core.detectors import Detection, Detector, EngineStatus
 from vvctl.core.errors import ExitCode, InterruptedRun, VVError
 from vvctl.core.names import display
+from vvctl.core.providers import GPU_PROVIDERS
 from vvctl.core.timeutil import Clock, rfc3339, utcnow
 from vvctl.core.video import FrameSampler, SampledFrame, VideoInfo, probe
 
 SCHEMA_VERSION = 1
 WATCHDOG_POLL_S = 0.05
-GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
 
 
 def gpu_fell_back(requested: Sequence[str], provider: str) -> bool:
