@@ -53,7 +53,7 @@ from vvctl.core.jobs import JobContext, JobOutcome, JobSpec, run_job
 from vvctl.core.layout import StorageLayout, check_storage_root
 from vvctl.core.logline import LogLineDraft, LogLineWriter, WrittenLogLine, log_directory, scan_log_files
 from vvctl.core.names import display, fit
-from vvctl.core.providers import GpuOptions
+from vvctl.core.providers import GPU_PROVIDERS, GpuOptions
 from vvctl.core.reserve import SpaceReserve
 from vvctl.core.schemas import validate
 from vvctl.core.settings import Settings
@@ -80,7 +80,6 @@ from vvctl.pipeline.quarantine import (
     write_error_record,
 )
 from vvctl.pipeline.scan import (
-    GPU_PROVIDERS,
     ScanParams,
     ScanProgress,
     ScanStopped,
