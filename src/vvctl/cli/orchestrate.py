@@ -179,6 +179,20 @@ def command(
         float | None,
         typer.Option("--settle", min=0.0, help="Seconds a file's size and mtime must be stable (overrides settle_s)."),
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            metavar="local|ray",
+            help="Analyse in this process, or on a Ray cluster (overrides executor; docs/distributed.md).",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address", metavar="HOST:PORT", help="Ray head to use with --executor ray (overrides ray_address)."
+        ),
+    ] = None,
 ) -> None:
     """Analyse every new video in input/ once: analytic JSON, summary JSON, signed LogLine, then move it
     to processed/. Bad files go to corrupted/ with <name>.error.json; the run goes on.
@@ -201,7 +215,12 @@ def command(
     state = get_state(ctx)
     if once and interval is not None:
         raise UsageError("--interval applies to --watch only")
-    flags: dict[str, Any] = {"storage_root": str(storage_root) if storage_root else None, "settle_s": settle}
+    flags: dict[str, Any] = {
+        "storage_root": str(storage_root) if storage_root else None,
+        "settle_s": settle,
+        "executor": executor,
+        "ray_address": address,
+    }
     settings = state.settings(**flags).settings
     show = not (state.json or state.quiet)
     bars = show and sys.stdout.isatty() and sys.stderr.isatty()

@@ -96,6 +96,13 @@ class Settings:
     schedules: Mapping[str, str]
     deadman_grace_s: float
     metrics_textfile: str
+    executor: str
+    ray_address: str
+    ray_actors: int
+    ray_cpus_per_actor: float
+    ray_gpus_per_actor: float
+    ray_path_map: Mapping[str, str]
+    ray_allow_unauthenticated: bool
     log_level: str
     log_max_bytes: int
     log_backups: int

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from vvctl.core.atomic import atomic_write_json, durable_move, remove_stale_temps
@@ -91,6 +91,9 @@ from vvctl.pipeline.scan import (
 from vvctl.pipeline.snapshots import pick, take_snapshots
 from vvctl.pipeline.summarize import summarize
 from vvctl.pipeline.videostate import JobStatus, VideoRow, VideoStateStore, VideoStatus
+
+if TYPE_CHECKING:
+    from vvctl.pipeline.distributed import Executor
 
 log = logging.getLogger("vvctl.orchestrate")
 
@@ -433,7 +436,10 @@ class _Run:
         clock: Clock,
         intra_op_threads: int | None,
         reserve: SpaceReserve,
+        executor: Executor | None = None,
     ) -> None:
+        from vvctl.pipeline.distributed import executor_for
+
         self.settings = settings
         self.reserve = reserve
         self.layout = layout
@@ -466,6 +472,18 @@ class _Run:
         except PatternError as exc:
             raise ConfigError(str(exc)) from None
         self.zone: ZoneInfo = zone(settings)
+        # Where videos are analysed: None in this process (the default), else workers (distributed.py).
+        self.executor = executor if executor is not None else executor_for(settings, self.params)
+        self.remote_model: ModelUsed | None = None
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+
+    def model_used(self) -> ModelUsed | None:
+        if self.remote_model is not None:
+            return self.remote_model
+        return None if self.detector is None else model_used(self.detector)
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -648,6 +666,12 @@ class _Run:
         self.waiting = len(candidates) - len(ready)
         redo = self._reprocess_rows() if first and self.reprocess else []
         total = len(ready) + len(redo)
+        if self.executor is not None:
+            from vvctl.pipeline.distributed import run_remote_pass
+
+            run_remote_pass(self, ready, redo)
+            self.publish_reports()
+            return
         for position, candidate in enumerate(ready, start=1):
             if self.stop.is_set():
                 return
@@ -863,6 +887,11 @@ class _Run:
         )
 
     def _analyse(self, path: Path, sha: str, size: int, *, position: int, total: int, in_place: bool) -> None:
+        if self.executor is not None:
+            from vvctl.pipeline.distributed import analyse_one
+
+            analyse_one(self, path, sha, size, position=position, total=total, in_place=in_place)
+            return
         detector = self._load_detector()  # before the attempt is counted: a model problem is not the video's
         started = time.monotonic()
         deadline = started + self.settings.max_video_seconds
@@ -1076,6 +1105,7 @@ def orchestrate(
     on_progress: ProgressCallback | None = None,
     clock: Clock = utcnow,
     intra_op_threads: int | None = None,
+    executor: Executor | None = None,
 ) -> OrchestrateReport:
     """Process the backlog once (``Mode.ONCE``) or keep watching ``input/`` until ``stop`` is set.
 
@@ -1103,6 +1133,7 @@ def orchestrate(
                 clock=clock,
                 intra_op_threads=intra_op_threads,
                 reserve=ctx.reserve,
+                executor=executor,
             )
             passes = 0
             try:
@@ -1128,6 +1159,8 @@ def orchestrate(
                 reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
                 ctx.progress = run.describe(run.results, backlog=None, prefix=f"run {reason}")
                 raise
+            finally:
+                run.close()
             backlog = len(list_videos(layout.input, settings.video_extensions, max_depth=settings.input_max_depth))
             prefix = "run" if mode is Mode.ONCE else f"watch stopped after {passes} passes"
             summary = run.describe(run.results, backlog=backlog, prefix=prefix)
@@ -1180,7 +1213,7 @@ def _report(
     frames = sum(r.frames_sampled for r in analysed)
     media = sum(r.media_s for r in analysed)
     wall = sum(r.wall_s for r in analysed)
-    model = None if run.detector is None else model_used(run.detector)
+    model = run.model_used()
     warnings = [] if model is None or model.warning is None else [model.warning]
     return OrchestrateReport(
         mode=mode,
