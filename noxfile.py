@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.sessions = ["tests", "ray", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -13,6 +13,13 @@ def tests(session: nox.Session) -> None:
     """The default test suite (slow tests too with `nox -s tests -- -m ''`)."""
     session.install(".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def ray(session: nox.Session) -> None:
+    """The tests marked `ray` (a local Ray cluster, slow): the ray extra installed."""
+    session.install(".[test,ray]")
+    session.run("pytest", "-m", "ray", *session.posargs)
 
 
 @nox.session

@@ -148,8 +148,14 @@ class RayExecutor:
         count = self.actors
         if count <= 0:
             count = max(1, int(ray.cluster_resources().get("CPU", 0) // max(self.cpus_per_actor, 1e-9)))
+        # max_concurrency=2: pid() answers while a video is analysed; analyse() never overlaps itself, since
+        # an actor gets its next video only once the last one returned.
         actor_class = ray.remote(
-            num_cpus=self.cpus_per_actor, num_gpus=self.gpus_per_actor, max_restarts=-1, max_task_retries=0
+            num_cpus=self.cpus_per_actor,
+            num_gpus=self.gpus_per_actor,
+            max_restarts=-1,
+            max_task_retries=0,
+            max_concurrency=2,
         )(_ActorBody)
         self.pool = [actor_class.remote(self.spec) for _ in range(count)]
         try:
