@@ -95,9 +95,7 @@ def test_outputs_and_logline_order_match_the_local_run_even_when_the_first_video
     assert report.model is not None and report.model.provider == "CPUExecutionProvider"
 
 
-def test_two_copies_of_one_content_are_never_in_flight_together(
-    box: Box, clips: dict[str, Path]
-) -> None:
+def test_two_copies_of_one_content_are_never_in_flight_together(box: Box, clips: dict[str, Path]) -> None:
     drop_in_order(box, [(clips["people"], "a.avi"), (clips["people"], "b.avi"), (clips["cars"], "c.mp4")])
     executor = Recording(spec_for(box))
     report = box.run(executor=executor)
@@ -121,7 +119,9 @@ def test_a_worker_that_dies_mid_video_costs_one_counted_attempt_and_the_video_is
     box: Box, clips: dict[str, Path]
 ) -> None:
     drop_in_order(box, files(clips))
-    executor = Recording(spec_for(box), fault=lambda name, attempt: "die" if (name, attempt) == ("cars.mp4", 1) else None)
+    executor = Recording(
+        spec_for(box), fault=lambda name, attempt: "die" if (name, attempt) == ("cars.mp4", 1) else None
+    )
     report = box.run(executor=executor)
 
     assert executor.attempts["cars.mp4"] == 2

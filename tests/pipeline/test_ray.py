@@ -21,7 +21,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'vvctl[ray]')")
 
-from tests.pipeline.conftest import Box, check_outputs, every_video_once, load, wait_for  # noqa: E402
+from tests.pipeline.conftest import Box, check_outputs, every_video_once, wait_for  # noqa: E402
 from tests.pipeline.distributed_helpers import drop_in_order, same_results, story  # noqa: E402
 from tests.pipeline.test_distributed import files, spec_for  # noqa: E402
 from vvctl.pipeline.distributed import AnalysisRequest, Pending  # noqa: E402
@@ -144,7 +144,7 @@ def test_a_coordinator_killed_after_a_commit_is_finished_by_the_next_run(
 
     box.configure(executor="local")  # the next run may be local or distributed: the same state store
     report = box.run()
-    assert report.counts["done"] + report.counts["recovered"] == 3 - len(box.videos_in("input")) + 0 or True
+    assert report.job_status == "ok"
     every_video_once(box, {"cars.mp4", "long.avi", "people.avi"})
     ok = [s for s in story(box) if s[:2] == ("analysed a video", "ok")]
     assert len(ok) == 3, ok  # exactly one ok record per video, across both runs
@@ -200,7 +200,6 @@ def test_two_nodes_of_one_cpu_share_the_backlog(make_box: Callable[..., Box], cl
     assert result["counts"]["done"] == 3
     every_video_once(box, {"people.avi", "cars.mp4", "walkway.mp4"})
     check_outputs(box)
-    del load
 
 
 def load_json_line(text: str) -> dict[str, Any]:
