@@ -29,7 +29,8 @@ def comparable_analytic(path: Path, root: Path) -> dict[str, Any]:
     for key in TIMING_KEYS:
         document.pop(key)
     document["model"].pop("load_s")
-    document["source"]["path"] = str(Path(document["source"]["path"]).relative_to(root))
+    source = Path(document["source"]["path"])
+    document["source"]["path"] = str(source.relative_to(root) if source.is_absolute() else source)
     return document
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from vvctl.core.detectors import Detector, load_detector
 from vvctl.core.errors import ConfigError, DependencyError, ExitCode, IntegrityError, StorageError, VVError
 from vvctl.core.names import display
-from vvctl.core.providers import GpuOptions
+from vvctl.core.providers import GPU_PROVIDERS, GpuOptions
 from vvctl.core.settings import Settings
 from vvctl.core.video import VideoError
 from vvctl.pipeline.scan import ScanParams, ScanStopped, ScanTimeout, inference_plan, scan_video
@@ -193,7 +193,7 @@ class Worker:
             self.model = WorkerModel(error_code=int(exc.exit_code), error=exc.message)
             return
         info = self.detector.info
-        on_gpu = info.provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+        on_gpu = info.provider in GPU_PROVIDERS
         self.params = replace(spec.params, workers=1 if on_gpu else workers)
         self.model = WorkerModel(
             name=info.name,
@@ -404,6 +404,8 @@ class _RemotePass:
 
     def fill(self) -> None:
         """Dispatch videos ahead, in order, while workers are free (and not too far ahead)."""
+        if self.cursor < len(self.items):
+            ensure_started(self.run)  # the pool's size is known once it runs
         limit = self.head + LOOKAHEAD_PER_SLOT * self.executor.slots
         while self.cursor < len(self.items) and self.cursor <= limit and self.executor.capacity() > 0:
             if self.run.stop.is_set():
@@ -662,6 +664,7 @@ def analyse_one(run: _Run, path: Path, sha: str, size: int, *, position: int, to
     failed): dispatched and committed at once."""
     assert run.executor is not None
     remote = _RemotePass(run, run.executor, [], total)
+    ensure_started(run)
     while run.executor.capacity() <= 0:
         time.sleep(WAIT_POLL_S)
         if run.stop.is_set():
