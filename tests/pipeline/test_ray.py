@@ -139,7 +139,7 @@ def test_a_coordinator_killed_after_a_commit_is_finished_by_the_next_run(
 
     assert wait_for(committed, proc, timeout=120), proc.communicate()
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     assert box.videos_in("input"), "the coordinator finished before it could be killed"
 
     box.configure(executor="local")  # the next run may be local or distributed: the same state store

@@ -64,7 +64,8 @@ class _ActorBody:
 
 
 class _RayPending:
-    def __init__(self, ray: Any, actor: Any, ref: Any, request: AnalysisRequest) -> None:
+    def __init__(self, ray: Any, actor: Any, ref: Any, request: AnalysisRequest, on_lost: Any = None) -> None:
+        self.on_lost = on_lost
         self.ray = ray
         self.actor = actor
         self.ref = ref
@@ -79,6 +80,8 @@ class _RayPending:
             result: WorkerResult = self.ray.get(self.ref)
         except self.ray.exceptions.RayError as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:200]
+            if self.on_lost is not None:
+                self.on_lost(self.actor)
             raise WorkerLost(f"the worker died or failed ({type(exc).__name__}: {first})") from None
         return result
 
@@ -107,6 +110,7 @@ class RayExecutor:
         self.slots = 0
         self.pool: list[Any] = []
         self._busy: dict[int, Any] = {}
+        self._restarting: set[int] = set()
         self._ray: Any = None
         self._owns_connection = False
 
@@ -189,16 +193,25 @@ class RayExecutor:
             self._busy = {i: r for i, r in self._busy.items() if id(r) not in done}
         return self.slots - len(self._busy)
 
+    def _lost(self, actor: Any) -> None:
+        self._restarting.update(i for i, a in enumerate(self.pool) if a is actor)
+
     def submit(self, request: AnalysisRequest) -> Pending:
-        index = next(i for i in range(len(self.pool)) if i not in self._busy)
+        free = [i for i in range(len(self.pool)) if i not in self._busy]
+        index = min(free, key=lambda i: i in self._restarting)  # a healthy worker first
         actor = self.pool[index]
+        if index in self._restarting:
+            # A call sent while Ray restarts the actor fails at once (no task retries): wait for the new one.
+            self._ray.get(actor.pid.remote(), timeout=START_TIMEOUT_S)
+            self._restarting.discard(index)
         ref = actor.analyse.remote(request)
         self._busy[index] = ref
-        return _RayPending(self._ray, actor, ref, request)
+        return _RayPending(self._ray, actor, ref, request, on_lost=self._lost)
 
     def abandon(self, pending: Pending) -> None:
         if isinstance(pending, _RayPending):
             self._ray.kill(pending.actor, no_restart=False)  # Ray restarts it with a fresh session
+            self._lost(pending.actor)
 
     def close(self) -> None:
         ray = self._ray
